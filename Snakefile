@@ -1,0 +1,20 @@
+# ED-SAM pipeline. Thin by design: config validation and the stage rules live
+# in workflow/rules/, all logic in the edsam package (src/edsam).
+#
+#   snakemake --profile profiles/local                            # embedded default (demo)
+#   snakemake --profile profiles/local --configfile config/config.yaml   # paper scale, one machine
+
+from snakemake.utils import min_version
+
+min_version("9.19")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/corpus.smk"
+include: "workflow/rules/download.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

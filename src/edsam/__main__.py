@@ -1,0 +1,3 @@
+from edsam.cli import main
+
+raise SystemExit(main())

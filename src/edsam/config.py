@@ -1,0 +1,107 @@
+"""Config loading and validation against ``config/schema.yaml``.
+
+The Snakefile validates with ``snakemake.utils.validate`` (which also fills in
+the schema's defaults); when that fails, ``explain_errors`` turns jsonschema's
+errors into one line per bad key -- the dotted key, the value, and what is
+allowed -- instead of a dump of the schema. Scripts and tests outside
+Snakemake use ``load_config``, which does the same with jsonschema directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "config" / "schema.yaml"
+
+
+class ConfigError(ValueError):
+    """An invalid config value; the message names each bad key and what is allowed."""
+
+
+def _with_defaults(validator_class):
+    """jsonschema's documented recipe: fill ``default`` values while validating."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    default = subschema["default"]
+                    instance[name] = default.copy() if isinstance(default, (dict, list)) else default
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def _key(error) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    if error.validator in ("required", "additionalProperties") and not parts:
+        return "<top level>"
+    return ".".join(parts) or "<top level>"
+
+
+def _describe(error) -> str:
+    schema = error.schema
+    if error.validator == "enum":
+        return f"{error.instance!r} is not allowed; allowed values: {schema['enum']}"
+    if error.validator == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        return f"{error.message}" + (f"; allowed keys: {allowed}" if allowed else "")
+    if error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "type"):
+        bounds = {k: schema[k] for k in ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum") if k in schema}
+        return f"{error.message} (allowed: {bounds})"
+    return error.message
+
+
+def explain_errors(config: dict, schema: dict) -> list[str]:
+    """One line per validation error: ``config key 'a.b': <problem>``."""
+    validator = Draft202012Validator(schema)
+    lines = []
+    for error in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        # if/then and $ref failures carry the real cause in their context
+        leaves = error.context or [error]
+        for leaf in leaves:
+            lines.append(f"config key '{_key(leaf)}': {_describe(leaf)}")
+    return lines
+
+
+def validate_config(config: dict, schema: dict | None = None) -> dict:
+    """Validate ``config`` in place (filling defaults) or raise ConfigError."""
+    schema = schema if schema is not None else load_schema()
+    lines = explain_errors(config, schema)
+    if lines:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+    _with_defaults(Draft202012Validator)(schema).validate(config)
+    return config
+
+
+def load_config(*paths: str | Path, overrides: dict[str, Any] | None = None) -> dict:
+    """Read YAML config files (later ones update earlier ones), validate, fill defaults."""
+    config: dict = {}
+    for path in paths:
+        with open(path) as handle:
+            loaded = yaml.safe_load(handle) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config file must be a YAML mapping, not {type(loaded).__name__}")
+        _deep_update(config, loaded)
+    _deep_update(config, overrides or {})
+    return validate_config(config)
+
+
+def _deep_update(base: dict, update: dict) -> dict:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base

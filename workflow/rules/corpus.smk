@@ -1,0 +1,17 @@
+# The embedded demo corpus (datasets with source: corpus).
+
+
+rule corpus:
+    output:
+        marker=f"{RESULTS}/corpus/corpus.json",
+        urls=f"{RESULTS}/corpus/urls.parquet",
+        metadata=f"{RESULTS}/corpus/metadata.parquet",
+    params:
+        settings=lambda wildcards: json.dumps(config["corpus"]),
+        out=corpus_dir(),
+    log:
+        f"{LOGS}/corpus.log",
+    conda:
+        "../../envs/download.yaml"
+    shell:
+        "python -m edsam corpus --settings {params.settings:q} --out {params.out:q} > {log:q} 2>&1"

@@ -1,0 +1,72 @@
+# Download stage: URL list -> webdataset shards (img2dataset) -> manifest.
+#
+# The shard folder is not a declared output: Snakemake deletes a job's outputs
+# before rerunning it, and img2dataset's incremental mode needs the finished
+# shards left in place to resume. The manifest (written last, atomically) is
+# the output; how many shards there are is known only then (a checkpoint).
+
+
+def download_inputs(wildcards):
+    if config["datasets"][wildcards.dataset]["source"] == "corpus":
+        return rules.corpus.output.marker
+    # external URL lists are checked when the job starts (a clear error naming
+    # the file), so the paper-scale DAG builds before any data is staged
+    return []
+
+
+checkpoint download:
+    input:
+        download_inputs,
+    output:
+        manifest=f"{RESULTS}/download/{{dataset}}/manifest.json",
+    params:
+        settings=lambda wildcards: json.dumps(
+            {"dataset": dataset_config(wildcards.dataset), "download": config["download"]}
+        ),
+        out=lambda wildcards: download_dir(wildcards.dataset),
+    log:
+        f"{LOGS}/download/{{dataset}}.log",
+    threads: lambda wildcards: config["download"]["processes_count"]
+    resources:
+        runtime=24 * 60,
+    conda:
+        "../../envs/download.yaml"
+    shell:
+        "python -m edsam download --dataset {wildcards.dataset:q} --settings {params.settings:q}"
+        " --out {params.out:q} > {log:q} 2>&1"
+
+
+rule verify_shard:
+    input:
+        manifest=f"{RESULTS}/download/{{dataset}}/manifest.json",
+    output:
+        f"{RESULTS}/download/{{dataset}}/verified/{{shard}}.json",
+    params:
+        tar=lambda wildcards: f"{download_dir(wildcards.dataset)}/shards/{wildcards.shard}.tar",
+        max_pixels=config["download"]["max_image_pixels"],
+    log:
+        f"{LOGS}/download/{{dataset}}/verify_{{shard}}.log",
+    conda:
+        "../../envs/download.yaml"
+    shell:
+        "python -m edsam verify-shard --tar {params.tar:q} --manifest {input.manifest:q}"
+        " --max-pixels {params.max_pixels} --out {output:q} > {log:q} 2>&1"
+
+
+rule download_report:
+    input:
+        manifest=f"{RESULTS}/download/{{dataset}}/manifest.json",
+        verified=lambda wildcards: expand(
+            f"{RESULTS}/download/{{dataset}}/verified/{{shard}}.json",
+            dataset=wildcards.dataset,
+            shard=shard_ids(wildcards.dataset),
+        ),
+    output:
+        f"{RESULTS}/download/{{dataset}}/report.tsv",
+    log:
+        f"{LOGS}/download/{{dataset}}/report.log",
+    conda:
+        "../../envs/download.yaml"
+    shell:
+        "python -m edsam download-report --manifest {input.manifest:q} --out {output:q}"
+        " {input.verified:q} > {log:q} 2>&1"

@@ -6,12 +6,14 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-# The edsam package lives in src/; jobs (local, or re-parsed on a cluster node)
-# find it through PYTHONPATH, so a conda env per rule needs only its pins.
+# The edsam package lives in src/. Jobs inherit this process's environment
+# (and a job on a cluster node re-parses this file), so putting src/ first on
+# PYTHONPATH here lets `python -m edsam` find the package whether a job runs in
+# the project's venv or in a per-rule conda env that holds only the pins.
 PACKAGE_SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, PACKAGE_SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (PACKAGE_SRC, os.environ.get("PYTHONPATH", "")) if p
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(filter(None, [PACKAGE_SRC, os.environ.get("PYTHONPATH")]))
 )
 
 from edsam.config import explain_errors, load_schema  # noqa: E402
@@ -74,6 +76,17 @@ def shard_ids(dataset):
     with checkpoints.download.get(dataset=dataset).output.manifest.open() as handle:
         shards = json.load(handle)["shards"]
     return [s["shard"] for s in shards if s["successes"] > 0]
+
+
+def download_inputs(wildcards):
+    """The demo corpus when a dataset is generated; nothing for an external URL list.
+
+    External lists are checked when the job starts (a clear error naming the
+    file), so the paper-scale DAG builds before any data is staged.
+    """
+    if config["datasets"][wildcards.dataset]["source"] == "corpus":
+        return rules.corpus.output.marker
+    return []
 
 
 def all_targets():

@@ -8,7 +8,7 @@ rule corpus:
         metadata=f"{RESULTS}/corpus/metadata.parquet",
     params:
         settings=lambda wildcards: json.dumps(config["corpus"]),
-        out=corpus_dir(),
+        out=lambda wildcards, output: os.path.dirname(output.marker),
     log:
         f"{LOGS}/corpus.log",
     conda:

@@ -6,14 +6,6 @@
 # the output; how many shards there are is known only then (a checkpoint).
 
 
-def download_inputs(wildcards):
-    if config["datasets"][wildcards.dataset]["source"] == "corpus":
-        return rules.corpus.output.marker
-    # external URL lists are checked when the job starts (a clear error naming
-    # the file), so the paper-scale DAG builds before any data is staged
-    return []
-
-
 checkpoint download:
     input:
         download_inputs,
@@ -23,7 +15,7 @@ checkpoint download:
         settings=lambda wildcards: json.dumps(
             {"dataset": dataset_config(wildcards.dataset), "download": config["download"]}
         ),
-        out=lambda wildcards: download_dir(wildcards.dataset),
+        out=lambda wildcards, output: os.path.dirname(output.manifest),
     log:
         f"{LOGS}/download/{{dataset}}.log",
     threads: lambda wildcards: config["download"]["processes_count"]

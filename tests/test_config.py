@@ -1,0 +1,91 @@
+import pytest
+import yaml
+
+from conftest import REPO, snakemake
+from edsam.config import ConfigError, load_config, load_schema, validate_config
+
+
+def demo():
+    return yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+
+
+def paper():
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "config.yaml"])
+def test_shipped_configs_are_valid(name):
+    config = load_config(REPO / "config" / name)
+    assert config["download"]["min_success_rate"] > 0
+    assert set(config) >= {"datasets", "download", "augment", "train", "evaluate", "corpus"}
+
+
+def test_defaults_are_filled_in():
+    config = validate_config({"datasets": {"demo": {"source": "corpus"}}})
+    assert config["download"]["number_sample_per_shard"] == 10000
+    assert config["augment"]["m"] == 10 and config["augment"]["rho"] == 0.5
+    assert config["datasets"]["demo"]["url_col"] == "url"
+    assert config["corpus"]["broken"] == {"missing": 0, "corrupt": 0, "not_image": 0, "bomb": 0}
+
+
+def test_every_leaf_key_has_type_and_default():
+    """Every knob has a type and a default (datasets' own keys excepted: they are per dataset)."""
+    schema = load_schema()
+    missing = []
+
+    def walk(node, path):
+        for key, sub in node.get("properties", {}).items():
+            if "properties" in sub:
+                walk(sub, f"{path}.{key}")
+            elif "default" not in sub or not ({"type", "$ref", "enum"} & set(sub)):
+                missing.append(f"{path}.{key}")
+
+    for block in ("download", "augment", "train", "evaluate", "corpus"):
+        walk(schema["properties"][block], block)
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    "mutate, key, allowed",
+    [
+        (lambda c: c["augment"].update(transform="diagonal"), "augment.transform", "['edsam', 'random']"),
+        (lambda c: c["download"].update(min_success_rate=1.5), "download.min_success_rate", "'maximum': 1"),
+        (lambda c: c["augment"].update(m=-1), "augment.m", "'minimum': 0"),
+        (lambda c: c["train"].update(epochs="many"), "train.epochs", "'type': 'integer'"),
+        (lambda c: c["download"].update(colour="blue"), "download", "allowed keys"),
+        (lambda c: c["datasets"]["cc3m"].pop("url_list"), "datasets.cc3m", "url_list"),
+        (lambda c: c["datasets"]["cc3m"].update(source="ftp"), "datasets.cc3m.source", "['url_list', 'corpus']"),
+        (lambda c: c["datasets"].update({"Bad-Name": {"source": "corpus"}}), "datasets", "does not match"),
+    ],
+)
+def test_invalid_values_name_the_key_and_what_is_allowed(mutate, key, allowed):
+    config = paper()
+    mutate(config)
+    with pytest.raises(ConfigError) as error:
+        validate_config(config)
+    message = str(error.value)
+    assert f"config key '{key}'" in message
+    assert allowed in message
+
+
+def test_no_datasets_is_invalid():
+    with pytest.raises(ConfigError, match="datasets"):
+        validate_config({})
+
+
+def test_config_file_must_be_a_mapping(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(bad)
+
+
+def test_workflow_refuses_an_invalid_config_before_any_job(workdir):
+    result = snakemake(
+        "-n", "--configfile", str(REPO / "config" / "demo.yaml"),
+        "--config", "download={'min_success_rate': 2}", cwd=workdir, check=False,
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "config key 'download.min_success_rate'" in output
+    assert not (workdir / "results").exists()

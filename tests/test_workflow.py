@@ -1,0 +1,98 @@
+"""The workflow itself: dry runs at both scales, lint, and real runs of the demo's download stage."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, snakemake
+
+pytestmark = pytest.mark.workflow
+
+
+def write_config(path, **corpus):
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config["corpus"].update(corpus)
+    config["download"].update(number_sample_per_shard=20, processes_count=1, thread_count=2)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "config.yaml"])
+def test_dry_run_builds_without_data(workdir, name):
+    result = snakemake("-n", "--configfile", str(REPO / "config" / name), cwd=workdir)
+    assert "checkpoint" in result.stdout
+    if name == "config.yaml":  # paper scale: one download per dataset, no URL list present
+        for dataset in ("cc3m", "cc12m", "laion400m"):
+            assert f"results/download/{dataset}/manifest.json" in result.stdout
+    assert not (workdir / "results").exists()
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "config.yaml"])
+def test_lint_is_clean(workdir, name):
+    result = snakemake("--lint", "--configfile", str(REPO / "config" / name), cwd=workdir)
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_profile_runs_the_demo_config(workdir):
+    result = snakemake("-n", "--profile", str(REPO / "profiles" / "local"), cwd=REPO)
+    assert "rule corpus" in result.stdout or "Nothing to be done" in result.stdout
+
+
+def test_demo_download_end_to_end(workdir):
+    config = write_config(workdir / "demo.yaml", train_per_class=5, broken={"missing": 1, "corrupt": 1, "not_image": 1, "bomb": 1})
+    snakemake("--cores", "2", "--configfile", str(config), cwd=workdir)
+    manifest = json.loads((workdir / "results/download/demo/manifest.json").read_text())
+    assert manifest["samples"] == 50 and manifest["rows"] == 54
+    assert manifest["num_shards"] == 3
+    report = pd.read_csv(workdir / "results/download/demo/report.tsv", sep="\t")
+    assert report.samples.sum() == 50 and (report.verified_samples == report.samples).all()
+    assert (report.bad_images == 0).all()
+    # a second run has nothing to do
+    again = snakemake("--cores", "2", "--configfile", str(config), cwd=workdir)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_download_failure_is_reported_and_stops_the_rule(workdir):
+    config = write_config(workdir / "demo.yaml", train_per_class=1, broken={"missing": 5})
+    result = snakemake("--cores", "1", "--configfile", str(config), cwd=workdir, check=False)
+    assert result.returncode != 0
+    log = (workdir / "results/logs/download/demo.log").read_text()
+    assert "below download.min_success_rate=0.9" in log and "404" in log
+
+
+def test_killed_run_resumes_without_refetching(workdir):
+    """SIGKILL the whole workflow mid-download; the rerun keeps the finished shards."""
+    config = write_config(workdir / "demo.yaml", train_per_class=40, broken={})
+    shards = workdir / "results/download/demo/shards"
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+               "--cores", "2", "--configfile", str(config)]
+    run = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while len(list(shards.glob("*_stats.json"))) < 3:
+            assert run.poll() is None, "the workflow finished before it could be interrupted"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    finished = {p.name.split("_")[0] for p in shards.glob("*_stats.json")}
+    assert 3 <= len(finished) < 20
+    before = {s: (shards / f"{s}.tar").stat().st_mtime_ns for s in finished}
+    assert not (workdir / "results/download/demo/manifest.json").exists()
+
+    snakemake("--unlock", "--configfile", str(config), cwd=workdir)
+    snakemake("--cores", "2", "--rerun-incomplete", "--configfile", str(config), cwd=workdir)
+    manifest = json.loads((workdir / "results/download/demo/manifest.json").read_text())
+    assert manifest["samples"] == 400 and manifest["num_shards"] == 20
+    assert {s: (shards / f"{s}.tar").stat().st_mtime_ns for s in finished} == before
+    refetched = sum(manifest["loopback_requests"].values())
+    assert refetched <= 400 - 20 * len(finished) + 20  # finished shards were not requested again

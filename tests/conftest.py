@@ -28,10 +28,15 @@ def small_corpus(tmp_path_factory):
 def snakemake(*args, cwd, timeout=900, check=True):
     """Run snakemake from this interpreter's environment on the repo's Snakefile."""
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(cwd), *args]
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(command, cwd=cwd, env=job_env(), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
+
+
+def job_env():
+    """Rules run `python -m edsam`: make `python` this interpreter, whatever PATH says."""
+    return {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, snakemake
+from conftest import REPO, job_env, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -73,7 +73,7 @@ def test_killed_run_resumes_without_refetching(workdir):
     shards = workdir / "results/download/demo/shards"
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
                "--cores", "2", "--configfile", str(config)]
-    run = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    run = subprocess.Popen(command, cwd=workdir, env=job_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)
     try:
         deadline = time.monotonic() + 300

@@ -239,6 +239,7 @@ def failure_reasons(shards: list[dict], prepared: dict) -> dict[str, int]:
     for shard in shards:
         for reason, n in shard["status"].items():
             if reason != "success":
+                reason = " ".join(reason.split())  # OpenCV's messages carry newlines
                 reasons[reason] = reasons.get(reason, 0) + int(n)
     for key in ("dropped_missing_url", "dropped_disallowed_scheme", "dropped_missing_caption"):
         if prepared.get(key):

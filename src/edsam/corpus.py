@@ -406,6 +406,30 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
         frame.to_parquet(tmp, index=False)
 
 
+def pack_shards(spec: CorpusSpec, domain: str, split: str, out_dir: str | Path, per_shard: int = 1000) -> list[Path]:
+    """Render one (domain, split) straight into webdataset shards (png, txt, json).
+
+    For data that needs no download stage (the tiny LDM's pretraining corpus,
+    evaluation sets). Tar headers get a fixed mtime, so the bytes are a pure
+    function of the spec.
+    """
+    import webdataset as wds
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    total = spec.per_class(domain, split) * len(CLASSNAMES)
+    paths = []
+    for shard, start in enumerate(range(0, total, per_shard)):
+        path = out_dir / f"{shard:05d}.tar"
+        with atomic_path(path) as tmp, wds.TarWriter(str(tmp), mtime=0) as sink:
+            for index in range(start, min(start + per_shard, total)):
+                image, row = render_sample(spec, domain, split, index)
+                meta = {k: row[k] for k in ("domain", "split", "label", "classname")} | {"seed": spec.seed}
+                sink.write({"__key__": row["key"], "png": png_bytes(image), "txt": row["caption"], "json": meta})
+        paths.append(path)
+    return paths
+
+
 def build_corpus(spec: CorpusSpec, out_dir: str | Path) -> dict:
     """Write the corpus under ``out_dir`` and return its summary.
 

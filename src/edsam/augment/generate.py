@@ -1,0 +1,143 @@
+"""One source shard -> one synthetic webdataset shard (ED-SAM, spec section 2).
+
+Samples are sorted by key before batching, and each synthetic sample's alpha
+and noise come from a generator seeded by (seed, source key, j), so a shard's
+output does not depend on the order img2dataset wrote it in. Corrupt or
+undecodable images are skipped and counted; an empty shard gives an empty,
+valid tar. The tar is written beside its final name and renamed at the end,
+with fixed member mtimes, so a killed job leaves nothing half-written and the
+same inputs give the same bytes (on the same device and batch size).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from edsam.augment.sampler import EDSAMSampler, SamplerSettings
+from edsam.fileio import atomic_path, write_json_atomic
+from edsam.shards import decode_image, image_bytes, iter_samples
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    m: int = 10
+    rho: float = 0.5
+    seed: int = 0
+    resolution: int = 256
+    batch_size: int = 32
+    max_image_pixels: int = 89_478_485
+    max_caption_chars: int = 1000
+    encode_format: str = "jpg"
+    model_id: str = ""
+
+
+def sample_seed(seed: int, key: str, j: int) -> int:
+    digest = hashlib.sha256(f"{seed}/{key}/{j}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def load_real_samples(tar_path, resolution: int, max_pixels: int, max_caption_chars: int):
+    """(key, image tensor in [-1, 1], caption) sorted by key, and the count of skipped samples by reason."""
+    kept, skipped = [], {}
+    for sample in iter_samples(tar_path):
+        key = sample["__key__"]
+        caption = sample.get("txt", b"").decode("utf-8", errors="replace").strip()[:max_caption_chars]
+        try:
+            if not caption:
+                raise ValueError("missing caption")
+            data = image_bytes(sample)
+            if data is None:
+                raise ValueError("no image member")
+            image = decode_image(data, max_pixels).resize((resolution, resolution), Image.Resampling.BICUBIC)
+        except Exception as err:  # noqa: BLE001 - any undecodable sample is skipped, counted, logged
+            reason = "missing caption" if str(err) == "missing caption" else "undecodable image"
+            skipped[reason] = skipped.get(reason, 0) + 1
+            log.warning("%s: skipping %s: %s", tar_path, key, err)
+            continue
+        tensor = torch.from_numpy(np.asarray(image, np.float32) / 127.5 - 1).permute(2, 0, 1)
+        kept.append((key, tensor, caption))
+    kept.sort(key=lambda item: item[0])
+    return kept, skipped
+
+
+def to_image_bytes(image: torch.Tensor, encode_format: str) -> bytes:
+    array = ((image.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG" if encode_format == "jpg" else "PNG", quality=95)
+    return buffer.getvalue()
+
+
+def generate_batch(sampler: EDSAMSampler, batch, settings: AugmentSettings):
+    """Run one batch; alpha and noise per synthetic sample come from that sample's own seed."""
+    keys, images, captions = zip(*batch)
+    seeds = [sample_seed(settings.seed, key, j) for key in keys for j in range(settings.m)]
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    outputs, alphas = sampler.generate(torch.stack(images), list(captions), settings.m, settings.rho, generators)
+    return keys, captions, seeds, outputs, alphas
+
+
+def augment_shard(sampler: EDSAMSampler, source_tar, out_tar, settings: AugmentSettings, progress=None) -> dict:
+    """Write the synthetic shard for ``source_tar`` and return its stats."""
+    import webdataset as wds
+
+    started = time.monotonic()
+    real, skipped = load_real_samples(source_tar, settings.resolution, settings.max_image_pixels,
+                                      settings.max_caption_chars)
+    written = 0
+    provenance = {"model_id": settings.model_id, "steps": sampler.settings.steps, "rho": settings.rho,
+                  "m": settings.m, "transform": sampler.settings.transform,
+                  "inversion": sampler.settings.inversion, "guidance_scale": sampler.settings.guidance_scale,
+                  "source_shard": Path(source_tar).name}
+    with atomic_path(out_tar) as tmp, wds.TarWriter(str(tmp), mtime=0) as sink:
+        for start in range(0, len(real), settings.batch_size):
+            keys, captions, seeds, outputs, alphas = generate_batch(
+                sampler, real[start : start + settings.batch_size], settings)
+            for index, image in enumerate(outputs):
+                source, j = keys[index // settings.m], index % settings.m
+                meta = {**provenance, "source_key": source, "j": j, "alpha": float(alphas[index]),
+                        "seed": seeds[index]}
+                sink.write({"__key__": f"{source}_{j:03d}", settings.encode_format: to_image_bytes(image, settings.encode_format),
+                            "txt": captions[index // settings.m], "json": json.dumps(meta, sort_keys=True)})
+                written += 1
+            if progress is not None:
+                progress.update(len(keys))
+    seconds = time.monotonic() - started
+    return {"source": str(source_tar), "real_samples": len(real), "skipped": skipped, "synthetic_samples": written,
+            "seconds": round(seconds, 3), "real_images_per_second": round(len(real) / seconds, 3) if seconds else None,
+            "synthetic_images_per_second": round(written / seconds, 3) if seconds else None,
+            "settings": asdict(settings), "sampler": asdict(sampler.settings)}
+
+
+def augment_shard_file(ldm_source: str, source_tar, out_tar, stats_path, settings: AugmentSettings,
+                       sampler_settings: SamplerSettings, local_files_only: bool = True, device: str | None = None,
+                       precision: str = "fp32") -> dict:
+    """Load the LDM and write one synthetic shard plus its stats JSON (the rule's entry point)."""
+    from tqdm import tqdm
+
+    from edsam.ldm.pipeline import LatentDiffusion
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    if device == "cpu":
+        dtype = torch.float32  # half precision on CPU is slower and less accurate
+    ldm = LatentDiffusion.load(ldm_source, local_files_only=local_files_only, device=device, dtype=dtype)
+    sampler = EDSAMSampler(ldm, sampler_settings)
+    with tqdm(desc=Path(source_tar).name, unit="img") as progress:
+        stats = augment_shard(sampler, source_tar, out_tar, settings, progress)
+    stats["device"], stats["dtype"] = device, str(dtype)
+    write_json_atomic(stats_path, stats)
+    log.info("%s: %d real -> %d synthetic images, %.2f synthetic img/s", source_tar, stats["real_samples"],
+             stats["synthetic_samples"], stats["synthetic_images_per_second"] or 0)
+    return stats

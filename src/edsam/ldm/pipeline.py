@@ -1,0 +1,64 @@
+"""One interface over diffusers text-to-image latent diffusion pipelines.
+
+Paper scale loads a pretrained pipeline (a local folder or a hub id, offline
+with ``local_files_only``); the embedded default loads the project's tiny one
+from a local folder the same way. Two families are handled:
+
+* Stable-Diffusion layout: ``vae`` (AutoencoderKL), ``text_encoder``, ``tokenizer``;
+* the original LDM layout (``CompVis/ldm-text2im-large-256``): ``vqvae``, ``bert``, ``tokenizer``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class LatentDiffusion:
+    """Encode images and captions, decode latents; holds the UNet and the schedule."""
+
+    def __init__(self, pipeline, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+        self.pipeline = pipeline
+        self.unet = pipeline.unet
+        self.autoencoder = getattr(pipeline, "vae", None) or getattr(pipeline, "vqvae")
+        self.text_encoder = getattr(pipeline, "text_encoder", None) or getattr(pipeline, "bert")
+        self.tokenizer = pipeline.tokenizer
+        self.scheduler_config = dict(pipeline.scheduler.config)
+        self.is_vq = type(self.autoencoder).__name__ == "VQModel"
+        self.device, self.dtype = torch.device(device), dtype
+        for module in (self.unet, self.autoencoder, self.text_encoder):
+            module.to(self.device, dtype=dtype).eval().requires_grad_(False)
+
+    @classmethod
+    def load(cls, source: str, local_files_only: bool = True, device="cpu", dtype=torch.float32):
+        from diffusers import DiffusionPipeline
+
+        pipeline = DiffusionPipeline.from_pretrained(source, local_files_only=local_files_only, use_safetensors=None)
+        return cls(pipeline, device=device, dtype=dtype)
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(getattr(self.autoencoder.config, "scaling_factor", 1.0) or 1.0)
+
+    @property
+    def max_tokens(self) -> int:
+        return min(self.tokenizer.model_max_length, 512)
+
+    @torch.no_grad()
+    def encode_text(self, captions: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(
+            list(captions), padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        )
+        return self.text_encoder(tokens.input_ids.to(self.device))[0].to(self.dtype)
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1], (B, 3, H, W) -> scaled latents (the posterior mean for a KL autoencoder)."""
+        images = images.to(self.device, self.dtype)
+        if self.is_vq:
+            return self.autoencoder.encode(images).latents * self.scaling_factor
+        return self.autoencoder.encode(images).latent_dist.mean * self.scaling_factor
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> images in [-1, 1]."""
+        return self.autoencoder.decode(latents / self.scaling_factor).sample.clamp(-1, 1)

@@ -1,0 +1,122 @@
+"""Generating synthetic shards with a (random, tiny) LDM loaded like a pretrained pipeline."""
+
+import io
+import json
+
+import pytest
+import torch
+import webdataset as wds
+from PIL import Image
+
+from edsam.augment.generate import AugmentSettings, augment_shard, augment_shard_file
+from edsam.augment.sampler import EDSAMSampler, SamplerSettings
+from edsam.fileio import sha256_file
+from edsam.ldm.models import TinyLDMSpec, build_tiny_pipeline, save_tiny_pipeline
+from edsam.ldm.pipeline import LatentDiffusion
+from edsam.shards import iter_samples
+
+TEST_SPEC = TinyLDMSpec(image_size=32, vae_channels=(16, 16), unet_channels=(16, 32), text_width=32, max_tokens=16)
+
+
+@pytest.fixture(scope="session")
+def tiny_ldm_dir(tmp_path_factory):
+    work = tmp_path_factory.mktemp("tiny-ldm")
+    save_tiny_pipeline(build_tiny_pipeline(TEST_SPEC, work, seed=0), TEST_SPEC, work / "pipeline")
+    return work / "pipeline"
+
+
+def png(colour):
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 40), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def source_shard(tmp_path):
+    path = tmp_path / "00007.tar"
+    with wds.TarWriter(str(path)) as sink:
+        # written out of key order, as img2dataset does
+        for key, colour in (("0003", (200, 10, 10)), ("0001", (10, 200, 10)), ("0002", (10, 10, 200))):
+            sink.write({"__key__": key, "jpg": png(colour), "txt": f"a shape number {key}"})
+        sink.write({"__key__": "0004", "jpg": b"\xff\xd8 not a jpeg", "txt": "corrupt"})
+        sink.write({"__key__": "0005", "jpg": png((1, 2, 3)), "txt": "   "})
+    return path
+
+
+SETTINGS = AugmentSettings(m=3, rho=0.5, seed=7, resolution=32, batch_size=2, model_id="tiny-test")
+
+
+def run(tiny_ldm_dir, source, out, **sampler):
+    return augment_shard_file(str(tiny_ldm_dir), source, out, out.with_suffix(".json"), SETTINGS,
+                              SamplerSettings(steps=2, **sampler), device="cpu")
+
+
+def test_synthetic_shard_has_m_samples_per_image_with_provenance(tiny_ldm_dir, source_shard, tmp_path):
+    stats = run(tiny_ldm_dir, source_shard, tmp_path / "out.tar")
+    assert stats["real_samples"] == 3 and stats["synthetic_samples"] == 9
+    assert stats["skipped"] == {"undecodable image": 1, "missing caption": 1}
+    samples = list(iter_samples(tmp_path / "out.tar"))
+    assert [s["__key__"] for s in samples] == [f"000{k}_00{j}" for k in (1, 2, 3) for j in range(3)]
+    for sample in samples:
+        meta = json.loads(sample["json"])
+        assert sample["txt"].decode() == f"a shape number {meta['source_key']}"  # the original caption
+        assert abs(meta["alpha"]) <= 0.5
+        assert {"seed", "model_id", "steps", "rho", "transform", "j", "source_shard"} <= set(meta)
+        assert meta["model_id"] == "tiny-test" and meta["source_shard"] == "00007.tar"
+        assert Image.open(io.BytesIO(sample["jpg"])).size == (32, 32)
+    assert json.loads((tmp_path / "out.json").read_text())["synthetic_samples"] == 9
+
+
+def test_same_inputs_same_bytes_and_batching_does_not_matter(tiny_ldm_dir, source_shard, tmp_path):
+    run(tiny_ldm_dir, source_shard, tmp_path / "a.tar")
+    run(tiny_ldm_dir, source_shard, tmp_path / "b.tar")
+    assert sha256_file(tmp_path / "a.tar") == sha256_file(tmp_path / "b.tar")
+    ldm = LatentDiffusion.load(str(tiny_ldm_dir))
+    alone = augment_shard(EDSAMSampler(ldm, SamplerSettings(steps=2)), source_shard, tmp_path / "c.tar",
+                          AugmentSettings(**{**SETTINGS.__dict__, "batch_size": 1}))
+    assert alone["synthetic_samples"] == 9
+    by_key_a = {s["__key__"]: json.loads(s["json"])["alpha"] for s in iter_samples(tmp_path / "a.tar")}
+    by_key_c = {s["__key__"]: json.loads(s["json"])["alpha"] for s in iter_samples(tmp_path / "c.tar")}
+    assert by_key_a == by_key_c  # alphas are per sample, not per batch
+
+
+def test_other_seed_other_alphas(tiny_ldm_dir, source_shard, tmp_path):
+    ldm = LatentDiffusion.load(str(tiny_ldm_dir))
+    sampler = EDSAMSampler(ldm, SamplerSettings(steps=2))
+    augment_shard(sampler, source_shard, tmp_path / "a.tar", SETTINGS)
+    augment_shard(sampler, source_shard, tmp_path / "b.tar", AugmentSettings(**{**SETTINGS.__dict__, "seed": 8}))
+    alphas = [[json.loads(s["json"])["alpha"] for s in iter_samples(tmp_path / n)] for n in ("a.tar", "b.tar")]
+    assert alphas[0] != alphas[1]
+
+
+def test_empty_shard_gives_an_empty_valid_tar(tiny_ldm_dir, tmp_path):
+    empty = tmp_path / "empty.tar"
+    with wds.TarWriter(str(empty)):
+        pass
+    stats = run(tiny_ldm_dir, empty, tmp_path / "out.tar")
+    assert stats["synthetic_samples"] == 0 and list(iter_samples(tmp_path / "out.tar")) == []
+
+
+@pytest.mark.parametrize("sampler", [dict(transform="random"), dict(inversion="noising", strength=0.5),
+                                     dict(guidance_scale=3.0)])
+def test_variants_run(tiny_ldm_dir, source_shard, tmp_path, sampler):
+    stats = run(tiny_ldm_dir, source_shard, tmp_path / "out.tar", **sampler)
+    assert stats["synthetic_samples"] == 9
+    assert json.loads(next(iter_samples(tmp_path / "out.tar"))["json"])["transform"] == sampler.get("transform", "edsam")
+
+
+def test_unet_calls_invert_once_and_sample_m_together(tiny_ldm_dir):
+    ldm = LatentDiffusion.load(str(tiny_ldm_dir))
+    sampler = EDSAMSampler(ldm, SamplerSettings(steps=4))
+    images = torch.zeros(2, 3, 32, 32)
+    generators = [torch.Generator().manual_seed(i) for i in range(2 * 5)]
+    out, alphas = sampler.generate(images, ["a", "b"], 5, 0.5, generators)
+    assert out.shape == (10, 3, 32, 32) and alphas.shape == (10,)
+    assert sampler.unet_calls == 4 + 4  # one inversion pass, one batched sampling pass for all M
+    with pytest.raises(ValueError, match="one per synthetic sample"):
+        sampler.generate(images, ["a", "b"], 5, 0.5, generators[:3])
+
+
+def test_ldm_loads_from_a_local_folder_only(tmp_path):
+    with pytest.raises(Exception):
+        LatentDiffusion.load(str(tmp_path / "no-such-model"), local_files_only=True)

@@ -12,6 +12,8 @@ min_version("9.19")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/download.smk"
+include: "workflow/rules/ldm.smk"
+include: "workflow/rules/augment.smk"
 
 
 rule all:

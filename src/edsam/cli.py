@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 
 def _cmd_corpus(args) -> int:
@@ -59,6 +60,79 @@ def _cmd_download_report(args) -> int:
     return 0
 
 
+def _cmd_ldm_pretrain_shards(args) -> int:
+    from edsam.corpus import CLASSNAMES, CorpusSpec, pack_shards
+    from edsam.fileio import write_json_atomic
+
+    settings = json.loads(args.settings)
+    corpus, pretrain = settings["corpus"], settings["pretrain"]
+    spec = CorpusSpec(seed=pretrain["corpus_seed"], image_size=corpus["image_size"],
+                      source_domain=corpus["source_domain"], train_per_class=pretrain["per_class"])
+    paths = pack_shards(spec, spec.source_domain, "train", Path(args.out) / "shards", per_shard=1000)
+    total = spec.per_class(spec.source_domain, "train") * len(CLASSNAMES)
+    shards = [{"shard": p.stem, "tar": f"shards/{p.name}", "successes": min(1000, total - 1000 * i)}
+              for i, p in enumerate(paths)]
+    write_json_atomic(Path(args.out) / "manifest.json", {"dataset": "ldm-pretrain", "shards": shards,
+                                                         "samples": total, "spec": spec.__dict__})
+    return 0
+
+
+def _cmd_ldm_init(args) -> int:
+    from edsam.ldm.models import TinyLDMSpec, build_tiny_pipeline, save_tiny_pipeline
+
+    values = json.loads(args.spec)
+    spec = TinyLDMSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    save_tiny_pipeline(build_tiny_pipeline(spec, Path(args.out).parent / "work", seed=args.seed), spec, args.out)
+    return 0
+
+
+def _cmd_ldm_train(args) -> int:
+    from edsam.download import shard_paths
+    from edsam.ldm.train import LDMTrainSettings, train_ldm
+
+    facts = train_ldm(args.source, shard_paths(args.manifest), args.out, LDMTrainSettings(**json.loads(args.settings)))
+    print(json.dumps({k: facts[k] for k in ("final_step", "first_loss", "final_loss", "seconds_this_run")}))
+    return 0
+
+
+def _cmd_augment(args) -> int:
+    from edsam.augment.generate import AugmentSettings, augment_shard_file
+    from edsam.augment.sampler import SamplerSettings
+
+    settings = json.loads(args.settings)
+    device = None if settings["device"] == "auto" else settings["device"]
+    augment_shard_file(
+        args.ldm, args.source, args.out, args.stats, AugmentSettings(**settings["augment"]),
+        SamplerSettings(**settings["sampler"]), local_files_only=settings["local_files_only"], device=device,
+        precision=settings["precision"],
+    )
+    return 0
+
+
+def _cmd_augment_manifest(args) -> int:
+    from edsam.augment.manifest import write_manifest
+
+    manifest = write_manifest(args.stats, args.out)
+    print(json.dumps({k: manifest[k] for k in ("real_samples", "synthetic_samples", "skipped")}))
+    return 0
+
+
+def _cmd_ldm_fidelity(args) -> int:
+    from edsam.augment.sampler import SamplerSettings
+    from edsam.fileio import write_json_atomic
+    from edsam.ldm.fidelity import evaluate_fidelity
+    from edsam.ldm.pipeline import LatentDiffusion
+
+    settings = json.loads(args.settings)
+    ldm = LatentDiffusion.load(args.ldm, local_files_only=True)
+    result = evaluate_fidelity(ldm, settings["corpus"], settings["fidelity"], SamplerSettings(**settings["sampler"]),
+                               settings["seed"], args.grid)
+    result["ldm"] = args.ldm
+    write_json_atomic(args.out, result)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edsam", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +160,44 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True)
     report.add_argument("verified", nargs="*", help="verify-shard outputs")
     report.set_defaults(func=_cmd_download_report)
+
+    pretrain = sub.add_parser("ldm-pretrain-shards", help="render the tiny LDM's pretraining corpus as shards")
+    pretrain.add_argument("--settings", required=True, help='{"corpus": {...}, "pretrain": {...}} as JSON')
+    pretrain.add_argument("--out", required=True)
+    pretrain.set_defaults(func=_cmd_ldm_pretrain_shards)
+
+    init = sub.add_parser("ldm-init", help="a randomly initialised tiny LDM, saved as a diffusers pipeline")
+    init.add_argument("--spec", required=True, help="the config's ldm.tiny block, as JSON")
+    init.add_argument("--seed", type=int, default=0)
+    init.add_argument("--out", required=True)
+    init.set_defaults(func=_cmd_ldm_init)
+
+    train = sub.add_parser("ldm-train", help="train one stage of an LDM on the shards a manifest lists")
+    train.add_argument("--source", required=True, help="the pipeline folder to start from")
+    train.add_argument("--manifest", required=True, help="a manifest.json listing the training shards")
+    train.add_argument("--settings", required=True, help="LDMTrainSettings as JSON")
+    train.add_argument("--out", required=True)
+    train.set_defaults(func=_cmd_ldm_train)
+
+    augment = sub.add_parser("augment", help="ED-SAM: one source shard -> one synthetic shard")
+    augment.add_argument("--ldm", required=True, help="pipeline folder or hub id")
+    augment.add_argument("--source", required=True, help="the real shard")
+    augment.add_argument("--out", required=True, help="the synthetic shard to write")
+    augment.add_argument("--stats", required=True, help="where to write the shard's stats JSON")
+    augment.add_argument("--settings", required=True, help="augment, sampler, device, precision as JSON")
+    augment.set_defaults(func=_cmd_augment)
+
+    augment_manifest = sub.add_parser("augment-manifest", help="list a synthetic shard set and its totals")
+    augment_manifest.add_argument("--out", required=True)
+    augment_manifest.add_argument("stats", nargs="+", help="per-shard stats JSONs")
+    augment_manifest.set_defaults(func=_cmd_augment_manifest)
+
+    fidelity = sub.add_parser("ldm-fidelity", help="judge an LDM's outputs with a classifier of real images")
+    fidelity.add_argument("--ldm", required=True)
+    fidelity.add_argument("--settings", required=True)
+    fidelity.add_argument("--out", required=True)
+    fidelity.add_argument("--grid", required=True, help="PNG: real | resampled | ED-SAM per rho | generated")
+    fidelity.set_defaults(func=_cmd_ldm_fidelity)
     return parser
 
 

@@ -42,6 +42,10 @@ DATASETS = sorted(config["datasets"])
 wildcard_constraints:
     dataset="|".join(DATASETS),
     shard=r"\d+",
+    ldm="pretrained|retrained",
+    transform="edsam|random",
+    rho=r"\d+(\.\d+)?",
+    m=r"\d+",
 
 
 def corpus_dir():
@@ -89,5 +93,78 @@ def download_inputs(wildcards):
     return []
 
 
+# ---------------------------------------------------------------- LDMs
+def ldm_train_settings(kind):
+    """LDMTrainSettings for the tiny LDM's two pretraining stages or Table 4's retraining."""
+    pretrain, retrain = config["ldm"]["pretrain"], config["ldm"]["retrain"]
+    common = {"seed": config["seed"], "resolution": config["ldm"]["tiny"]["image_size"]}
+    if kind == "autoencoder":
+        return {**common, "stage": "autoencoder", "steps": pretrain["autoencoder_steps"],
+                "batch_size": pretrain["batch_size"], "lr": pretrain["autoencoder_lr"],
+                "checkpoint_every": pretrain["checkpoint_every"]}
+    if kind == "diffusion":
+        return {**common, "stage": "diffusion", "steps": pretrain["diffusion_steps"],
+                "batch_size": pretrain["batch_size"], "lr": pretrain["diffusion_lr"],
+                "checkpoint_every": pretrain["checkpoint_every"], "ema_decay": pretrain["ema_decay"]}
+    return {**common, "stage": "diffusion", "steps": retrain["steps"], "batch_size": retrain["batch_size"],
+            "lr": retrain["lr"], "checkpoint_every": retrain["checkpoint_every"], "ema_decay": retrain["ema_decay"],
+            "train_text_encoder": retrain["train_text_encoder"], "reinit_unet": True,
+            "resolution": config["augment"]["resolution"]}
+
+
+def ldm_source(ldm, dataset):
+    """Where the {ldm} wildcard's pipeline is: a folder or a hub id."""
+    if ldm == "pretrained":
+        return config["augment"]["ldm"]
+    if ldm == "retrained":
+        return f"{RESULTS}/ldm/retrained-{dataset}/pipeline"
+    raise WorkflowError(f"unknown LDM {ldm!r}: use 'pretrained' or 'retrained'")
+
+
+def pretrained_ldm_inputs(wildcards=None):
+    """What the pretrained pipeline depends on: the training rule's train.json when the
+    workflow trains it, its index file when it is a local folder, nothing for a hub id."""
+    source = config["augment"]["ldm"].rstrip("/")
+    if source.startswith(f"{RESULTS}/"):
+        return [os.path.join(os.path.dirname(source), "train.json")]
+    return [os.path.join(source, "model_index.json")] if os.path.isdir(source) else []
+
+
+def ldm_inputs(ldm, dataset):
+    if ldm == "retrained":
+        return f"{RESULTS}/ldm/retrained-{dataset}/train.json"
+    return pretrained_ldm_inputs()
+
+
+# ---------------------------------------------------------------- augment
+def sampler_settings(transform):
+    augment = config["augment"]
+    return {"steps": augment["ddim_steps"], "guidance_scale": augment["guidance_scale"],
+            "inversion": augment["inversion"], "strength": augment["strength"], "transform": transform}
+
+
+def augment_settings(wildcards):
+    augment = config["augment"]
+    return {
+        "augment": {"m": int(wildcards.m), "rho": float(wildcards.rho), "seed": config["seed"],
+                    "resolution": augment["resolution"], "batch_size": augment["batch_size"],
+                    "max_image_pixels": config["download"]["max_image_pixels"],
+                    "encode_format": augment["encode_format"],
+                    "model_id": ldm_source(wildcards.ldm, wildcards.dataset)},
+        "sampler": sampler_settings(wildcards.transform),
+        "device": augment["device"], "precision": augment["precision"],
+        "local_files_only": augment["local_files_only"],
+    }
+
+
+def default_variant():
+    augment = config["augment"]
+    return f"{augment['transform']}-rho{augment['rho']}-m{augment['m']}"
+
+
 def all_targets():
-    return [f"{download_dir(d)}/report.tsv" for d in DATASETS]
+    targets = [f"{download_dir(d)}/report.tsv" for d in DATASETS]
+    targets += [f"{RESULTS}/augment/{d}/pretrained/{default_variant()}/manifest.json" for d in DATASETS]
+    if any(config["datasets"][d]["source"] == "corpus" for d in DATASETS):
+        targets.append(f"{RESULTS}/ldm/fidelity/pretrained.json")
+    return targets

@@ -40,6 +40,11 @@ class LatentDiffusion:
         return float(getattr(self.autoencoder.config, "scaling_factor", 1.0) or 1.0)
 
     @property
+    def image_size(self) -> int:
+        """The resolution the UNet was trained for: latent size times the autoencoder's downsampling."""
+        return self.unet.config.sample_size * 2 ** (len(self.autoencoder.config.block_out_channels) - 1)
+
+    @property
     def max_tokens(self) -> int:
         return min(self.tokenizer.model_max_length, 512)
 

@@ -45,6 +45,7 @@ class LDMTrainSettings:
     caption_dropout: float = 0.1
     train_text_encoder: bool = True
     ema_decay: float = 0.0  # 0 disables EMA
+    reinit_unet: bool = False  # Table 4's Retrained-LDM: a fresh UNet on new data, autoencoder kept
     kl_weight: float = 1e-6
     shuffle_buffer: int = 1000
     device: str = "cpu"
@@ -153,6 +154,8 @@ def train_ldm(source: str | Path, shards: list[str], out_dir: str | Path, settin
     resume = (checkpoint_dir / STATE_FILE).exists()
     torch.manual_seed(settings.seed)
     pipeline = load_pipeline(checkpoint_dir if resume else source)
+    if settings.reinit_unet and not resume:
+        pipeline.unet = type(pipeline.unet).from_config(pipeline.unet.config)
     pipeline.to(settings.device)
     modules = _trainable(pipeline, settings)
     for module in (pipeline.vae, pipeline.unet, pipeline.text_encoder):

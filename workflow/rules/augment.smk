@@ -1,0 +1,41 @@
+# ED-SAM augmentation: one job per (dataset, LDM, variant, source shard), each
+# writing one synthetic shard atomically, so finished shards are never redone.
+# A variant is "<transform>-rho<rho>-m<M>", e.g. edsam-rho0.5-m10.
+
+
+rule augment_shard:
+    input:
+        manifest=lambda wildcards: manifest(wildcards.dataset),
+        ldm=lambda wildcards: ldm_inputs(wildcards.ldm, wildcards.dataset),
+    output:
+        shard=f"{RESULTS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}/shards/{{shard}}.tar",
+        stats=f"{RESULTS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}/stats/{{shard}}.json",
+    params:
+        source=lambda wildcards: f"{download_dir(wildcards.dataset)}/shards/{wildcards.shard}.tar",
+        ldm=lambda wildcards: ldm_source(wildcards.ldm, wildcards.dataset),
+        settings=lambda wildcards: json.dumps(augment_settings(wildcards)),
+    log:
+        f"{LOGS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}/{{shard}}.log",
+    threads: 2
+    resources:
+        gpus=lambda wildcards: 0 if config["augment"]["device"] == "cpu" else 1,
+    conda:
+        "../../envs/augment.yaml"
+    shell:
+        "python -m edsam augment --ldm {params.ldm:q} --source {params.source:q} --out {output.shard:q}"
+        " --stats {output.stats:q} --settings {params.settings:q} > {log:q} 2>&1"
+
+
+rule augment_manifest:
+    input:
+        stats=lambda wildcards: expand(
+            rules.augment_shard.output.stats, shard=shard_ids(wildcards.dataset), allow_missing=True
+        ),
+    output:
+        f"{RESULTS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}/manifest.json",
+    log:
+        f"{LOGS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}/manifest.log",
+    conda:
+        "../../envs/augment.yaml"
+    shell:
+        "python -m edsam augment-manifest --out {output:q} {input.stats:q} > {log:q} 2>&1"

@@ -1,0 +1,111 @@
+# Latent diffusion models: the embedded default's tiny LDM (trained once, its
+# weights committed under models/), and Table 4's Retrained-LDM.
+#
+# Checkpoint folders are not declared outputs (a rerun would delete them);
+# each training rule's output is the train.json written at the end.
+
+
+rule ldm_pretrain_shards:
+    output:
+        manifest=f"{RESULTS}/ldm/pretrain-corpus/manifest.json",
+    params:
+        settings=lambda wildcards: json.dumps(
+            {"corpus": config["corpus"], "pretrain": config["ldm"]["pretrain"]}
+        ),
+        out=lambda wildcards, output: os.path.dirname(output.manifest),
+    log:
+        f"{LOGS}/ldm/pretrain_shards.log",
+    conda:
+        "../../envs/augment.yaml"
+    shell:
+        "python -m edsam ldm-pretrain-shards --settings {params.settings:q} --out {params.out:q} > {log:q} 2>&1"
+
+
+rule ldm_init:
+    output:
+        f"{RESULTS}/ldm/tiny/init/model_index.json",
+    params:
+        spec=lambda wildcards: json.dumps(config["ldm"]["tiny"]),
+        seed=config["seed"],
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+    log:
+        f"{LOGS}/ldm/init.log",
+    conda:
+        "../../envs/augment.yaml"
+    shell:
+        "python -m edsam ldm-init --spec {params.spec:q} --seed {params.seed} --out {params.out:q} > {log:q} 2>&1"
+
+
+rule ldm_train_autoencoder:
+    input:
+        init=rules.ldm_init.output[0],
+        manifest=rules.ldm_pretrain_shards.output.manifest,
+    output:
+        f"{RESULTS}/ldm/tiny/autoencoder/train.json",
+    params:
+        source=lambda wildcards, input: os.path.dirname(input.init),
+        settings=lambda wildcards: json.dumps(ldm_train_settings("autoencoder")),
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+    log:
+        f"{LOGS}/ldm/train_autoencoder.log",
+    threads: 2
+    resources:
+        runtime=24 * 60,
+    conda:
+        "../../envs/augment.yaml"
+    shell:
+        "python -m edsam ldm-train --source {params.source:q} --manifest {input.manifest:q}"
+        " --settings {params.settings:q} --out {params.out:q} > {log:q} 2>&1"
+
+
+use rule ldm_train_autoencoder as ldm_train_diffusion with:
+    input:
+        init=rules.ldm_train_autoencoder.output[0],
+        manifest=rules.ldm_pretrain_shards.output.manifest,
+    output:
+        f"{RESULTS}/ldm/tiny/diffusion/train.json",
+    params:
+        source=lambda wildcards, input: os.path.join(os.path.dirname(input.init), "pipeline"),
+        settings=lambda wildcards: json.dumps(ldm_train_settings("diffusion")),
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+    log:
+        f"{LOGS}/ldm/train_diffusion.log",
+
+
+use rule ldm_train_autoencoder as ldm_retrain with:
+    input:
+        init=pretrained_ldm_inputs,
+        manifest=lambda wildcards: manifest(wildcards.dataset),
+    output:
+        f"{RESULTS}/ldm/retrained-{{dataset}}/train.json",
+    params:
+        source=lambda wildcards: config["augment"]["ldm"],
+        settings=lambda wildcards: json.dumps(ldm_train_settings("retrain")),
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+    log:
+        f"{LOGS}/ldm/retrain_{{dataset}}.log",
+
+
+rule ldm_fidelity:
+    input:
+        ldm=lambda wildcards: ldm_inputs(wildcards.ldm, DATASETS[0]),
+    output:
+        report=f"{RESULTS}/ldm/fidelity/{{ldm}}.json",
+        grid=report(f"{RESULTS}/ldm/fidelity/{{ldm}}.png", caption="../report/ldm_grid.rst", category="LDM"),
+    params:
+        ldm=lambda wildcards: ldm_source(wildcards.ldm, DATASETS[0]),
+        settings=lambda wildcards: json.dumps(
+            {
+                "corpus": config["corpus"],
+                "fidelity": config["ldm"]["fidelity"],
+                "sampler": sampler_settings("edsam"),
+                "seed": config["seed"],
+            }
+        ),
+    log:
+        f"{LOGS}/ldm/fidelity_{{ldm}}.log",
+    conda:
+        "../../envs/augment.yaml"
+    shell:
+        "python -m edsam ldm-fidelity --ldm {params.ldm:q} --settings {params.settings:q}"
+        " --out {output.report:q} --grid {output.grid:q} > {log:q} 2>&1"

@@ -40,7 +40,7 @@ def test_every_leaf_key_has_type_and_default():
             elif "default" not in sub or not ({"type", "$ref", "enum"} & set(sub)):
                 missing.append(f"{path}.{key}")
 
-    for block in ("download", "augment", "train", "evaluate", "corpus"):
+    for block in ("download", "augment", "ldm", "train", "evaluate", "corpus"):
         walk(schema["properties"][block], block)
     assert missing == []
 

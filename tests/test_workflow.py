@@ -1,5 +1,6 @@
 """The workflow itself: dry runs at both scales, lint, and real runs of the demo's download stage."""
 
+import contextlib
 import json
 import os
 import signal
@@ -16,10 +17,23 @@ from conftest import REPO, job_env, snakemake
 pytestmark = pytest.mark.workflow
 
 
-def write_config(path, **corpus):
+@pytest.fixture(scope="session")
+def test_ldm(tmp_path_factory):
+    """A small random LDM folder, standing in for the committed demo weights."""
+    from edsam.ldm.models import TinyLDMSpec, build_tiny_pipeline, save_tiny_pipeline
+
+    spec = TinyLDMSpec(image_size=32, vae_channels=(16, 16), unet_channels=(16, 32), text_width=32, max_tokens=16)
+    work = tmp_path_factory.mktemp("workflow-ldm")
+    save_tiny_pipeline(build_tiny_pipeline(spec, work), spec, work / "pipeline")
+    return work / "pipeline"
+
+
+def write_config(path, ldm=None, **corpus):
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     config["corpus"].update(corpus)
     config["download"].update(number_sample_per_shard=20, processes_count=1, thread_count=2)
+    config["augment"].update(ldm=str(ldm or "models/tiny-ldm"), m=2, ddim_steps=2, resolution=32, batch_size=8)
+    config["ldm"]["fidelity"].update(judge_per_class=3, judge_epochs=1, samples_per_class=1, rhos=[0.5])
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -45,8 +59,10 @@ def test_profile_runs_the_demo_config(workdir):
     assert "rule corpus" in result.stdout or "Nothing to be done" in result.stdout
 
 
-def test_demo_download_end_to_end(workdir):
-    config = write_config(workdir / "demo.yaml", train_per_class=5, broken={"missing": 1, "corrupt": 1, "not_image": 1, "bomb": 1})
+def test_demo_end_to_end(workdir, test_ldm):
+    """Download, then ED-SAM synthetic shards and the LDM fidelity report, through the real rules."""
+    config = write_config(workdir / "demo.yaml", test_ldm, train_per_class=5,
+                          broken={"missing": 1, "corrupt": 1, "not_image": 1, "bomb": 1})
     snakemake("--cores", "2", "--configfile", str(config), cwd=workdir)
     manifest = json.loads((workdir / "results/download/demo/manifest.json").read_text())
     assert manifest["samples"] == 50 and manifest["rows"] == 54
@@ -54,6 +70,11 @@ def test_demo_download_end_to_end(workdir):
     report = pd.read_csv(workdir / "results/download/demo/report.tsv", sep="\t")
     assert report.samples.sum() == 50 and (report.verified_samples == report.samples).all()
     assert (report.bad_images == 0).all()
+    synthetic = json.loads((workdir / "results/augment/demo/pretrained/edsam-rho0.5-m2/manifest.json").read_text())
+    assert synthetic["real_samples"] == 50 and synthetic["synthetic_samples"] == 100
+    assert len(synthetic["shards"]) == 3
+    fidelity = json.loads((workdir / "results/ldm/fidelity/pretrained.json").read_text())
+    assert 0 <= fidelity["edsam"]["0.5"] <= 1 and (workdir / "results/ldm/fidelity/pretrained.png").exists()
     # a second run has nothing to do
     again = snakemake("--cores", "2", "--configfile", str(config), cwd=workdir)
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -61,6 +82,7 @@ def test_demo_download_end_to_end(workdir):
 
 def test_download_failure_is_reported_and_stops_the_rule(workdir):
     config = write_config(workdir / "demo.yaml", train_per_class=1, broken={"missing": 5})
+    # the download must fail before anything downstream is attempted
     result = snakemake("--cores", "1", "--configfile", str(config), cwd=workdir, check=False)
     assert result.returncode != 0
     log = (workdir / "results/logs/download/demo.log").read_text()
@@ -70,9 +92,10 @@ def test_download_failure_is_reported_and_stops_the_rule(workdir):
 def test_killed_run_resumes_without_refetching(workdir):
     """SIGKILL the whole workflow mid-download; the rerun keeps the finished shards."""
     config = write_config(workdir / "demo.yaml", train_per_class=40, broken={})
+    target = "results/download/demo/report.tsv"
     shards = workdir / "results/download/demo/shards"
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--cores", "2", "--configfile", str(config)]
+               target, "--cores", "2", "--configfile", str(config)]
     run = subprocess.Popen(command, cwd=workdir, env=job_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            start_new_session=True)
     try:
@@ -82,7 +105,8 @@ def test_killed_run_resumes_without_refetching(workdir):
             assert time.monotonic() < deadline
             time.sleep(0.05)
     finally:
-        os.killpg(run.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
         run.wait()
     finished = {p.name.split("_")[0] for p in shards.glob("*_stats.json")}
     assert 3 <= len(finished) < 20
@@ -90,7 +114,7 @@ def test_killed_run_resumes_without_refetching(workdir):
     assert not (workdir / "results/download/demo/manifest.json").exists()
 
     snakemake("--unlock", "--configfile", str(config), cwd=workdir)
-    snakemake("--cores", "2", "--rerun-incomplete", "--configfile", str(config), cwd=workdir)
+    snakemake(target, "--cores", "2", "--rerun-incomplete", "--configfile", str(config), cwd=workdir)
     manifest = json.loads((workdir / "results/download/demo/manifest.json").read_text())
     assert manifest["samples"] == 400 and manifest["num_shards"] == 20
     assert {s: (shards / f"{s}.tar").stat().st_mtime_ns for s in finished} == before

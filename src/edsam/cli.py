@@ -201,7 +201,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_model_libraries() -> None:
+    """diffusers/transformers warn at every load about config keys we override on purpose."""
+    for name in ("diffusers", "transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import diffusers.utils.logging as diffusers_logging
+        import transformers.utils.logging as transformers_logging
+
+        diffusers_logging.set_verbosity_error()
+        transformers_logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if args.command.startswith(("ldm-", "augment")):
+        quiet_model_libraries()
     return args.func(args)

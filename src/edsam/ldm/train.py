@@ -179,6 +179,8 @@ def train_ldm(source: str | Path, shards: list[str], out_dir: str | Path, settin
     batches = image_caption_batches(shards, settings.batch_size, settings.resolution, settings.seed + step,
                                     settings.shuffle_buffer)
     losses, started = [], time.monotonic()
+    if step >= settings.steps:
+        log.info("checkpoint is at step %d >= %d: nothing to train", step, settings.steps)
     while step < settings.steps:
         images, captions = next(batches)
         images = images.to(settings.device)
@@ -195,11 +197,11 @@ def train_ldm(source: str | Path, shards: list[str], out_dir: str | Path, settin
         if ema is not None:
             ema.step(params)
         step += 1
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if step % 20 == 0 or step == settings.steps:
             log.info("%s step %d/%d loss %.4f (%.2f s/step)", settings.stage, step, settings.steps,
                      float(np.mean(losses[-20:])), (time.monotonic() - started) / len(losses))
-        if step % settings.checkpoint_every == 0 and step < settings.steps:
+        if step % settings.checkpoint_every == 0 or step == settings.steps:
             save_checkpoint(pipeline, modules, optimizer, step, ema, checkpoint_dir)
     if ema is not None:
         ema.copy_to(params)

@@ -83,3 +83,20 @@ def test_retrain_reinitialises_the_unet_and_keeps_the_autoencoder(init_dir, pret
 def test_bad_stage_is_refused():
     with pytest.raises(ValueError, match="stage must be"):
         LDMTrainSettings(stage="vae")
+
+
+def test_released_weights_are_checked_on_load(init_dir, tmp_path):
+    from edsam.ldm.pipeline import release_pipeline
+
+    out = tmp_path / "release"
+    sums = release_pipeline(init_dir, out)
+    assert "unet/diffusion_pytorch_model.safetensors" in sums.read_text()
+    assert (out / "edsam_tiny_ldm.json").exists()
+    ldm = LatentDiffusion.load(str(out))  # fp16 on disk, cast to fp32 for the CPU
+    assert next(ldm.unet.parameters()).dtype == torch.float32
+    weights = out / "unet" / "diffusion_pytorch_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sha256 does not match"):
+        LatentDiffusion.load(str(out))

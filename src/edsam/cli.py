@@ -95,6 +95,13 @@ def _cmd_ldm_train(args) -> int:
     return 0
 
 
+def _cmd_ldm_release(args) -> int:
+    from edsam.ldm.pipeline import release_pipeline
+
+    print(release_pipeline(args.source, args.out, half=not args.fp32))
+    return 0
+
+
 def _cmd_augment(args) -> int:
     from edsam.augment.generate import AugmentSettings, augment_shard_file
     from edsam.augment.sampler import SamplerSettings
@@ -178,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--settings", required=True, help="LDMTrainSettings as JSON")
     train.add_argument("--out", required=True)
     train.set_defaults(func=_cmd_ldm_train)
+
+    release = sub.add_parser("ldm-release", help="copy a trained pipeline for committing, with SHA256SUMS")
+    release.add_argument("--source", required=True)
+    release.add_argument("--out", required=True)
+    release.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")
+    release.set_defaults(func=_cmd_ldm_release)
 
     augment = sub.add_parser("augment", help="ED-SAM: one source shard -> one synthetic shard")
     augment.add_argument("--ldm", required=True, help="pipeline folder or hub id")

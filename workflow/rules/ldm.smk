@@ -72,6 +72,23 @@ use rule ldm_train_autoencoder as ldm_train_diffusion with:
         f"{LOGS}/ldm/train_diffusion.log",
 
 
+rule ldm_release:
+    """Regenerate the committed demo weights: snakemake ldm_release --forcerun ldm_release"""
+    input:
+        rules.ldm_train_diffusion.output[0],
+    output:
+        "models/tiny-ldm/SHA256SUMS",
+    params:
+        source=lambda wildcards, input: os.path.join(os.path.dirname(input[0]), "pipeline"),
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+    log:
+        f"{LOGS}/ldm/release.log",
+    conda:
+        "../../envs/augment.yaml"
+    shell:
+        "python -m edsam ldm-release --source {params.source:q} --out {params.out:q} > {log:q} 2>&1"
+
+
 use rule ldm_train_autoencoder as ldm_retrain with:
     input:
         init=pretrained_ldm_inputs,

@@ -10,7 +10,43 @@ from a local folder the same way. Two families are handled:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+
+from edsam.fileio import sha256_file, write_bytes_atomic
+
+CHECKSUM_FILE = "SHA256SUMS"
+
+
+def verify_checksums(folder: str | Path) -> None:
+    """Check every file a released pipeline's SHA256SUMS lists (sha256sum format)."""
+    folder = Path(folder)
+    for line in (folder / CHECKSUM_FILE).read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        path = folder / name.lstrip("*")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: listed in {folder / CHECKSUM_FILE} but missing")
+        if sha256_file(path) != digest:
+            raise ValueError(f"{path}: sha256 does not match {folder / CHECKSUM_FILE} (corrupt or altered weights)")
+
+
+def release_pipeline(source: str | Path, out_dir: str | Path, half: bool = True) -> Path:
+    """Copy a trained pipeline to ``out_dir`` (fp16 weights if ``half``) with a SHA256SUMS file."""
+    from diffusers import DiffusionPipeline
+
+    pipeline = DiffusionPipeline.from_pretrained(str(source), local_files_only=True)
+    if half:
+        pipeline.to(torch.float16)
+    out_dir = Path(out_dir)
+    pipeline.save_pretrained(str(out_dir), safe_serialization=True)
+    for extra in Path(source).glob("*.json"):
+        if extra.name != "model_index.json":
+            write_bytes_atomic(out_dir / extra.name, extra.read_bytes())
+    files = sorted(p for p in out_dir.rglob("*") if p.is_file() and p.name != CHECKSUM_FILE)
+    lines = [f"{sha256_file(p)}  {p.relative_to(out_dir)}" for p in files]
+    write_bytes_atomic(out_dir / CHECKSUM_FILE, ("\n".join(lines) + "\n").encode())
+    return out_dir / CHECKSUM_FILE
 
 
 class LatentDiffusion:
@@ -32,6 +68,8 @@ class LatentDiffusion:
     def load(cls, source: str, local_files_only: bool = True, device="cpu", dtype=torch.float32):
         from diffusers import DiffusionPipeline
 
+        if (Path(source) / CHECKSUM_FILE).exists():
+            verify_checksums(source)
         pipeline = DiffusionPipeline.from_pretrained(source, local_files_only=local_files_only, use_safetensors=None)
         return cls(pipeline, device=device, dtype=dtype)
 

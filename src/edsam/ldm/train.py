@@ -210,6 +210,8 @@ def train_ldm(source: str | Path, shards: list[str], out_dir: str | Path, settin
     if settings.stage == "autoencoder":
         pipeline.vae.register_to_config(scaling_factor=latent_scaling_factor(pipeline.vae, batches))
     pipeline.save_pretrained(out_dir / "pipeline", safe_serialization=True)
+    for extra in Path(source).glob("edsam_*.json"):  # the tiny LDM's spec travels with its weights
+        (out_dir / "pipeline" / extra.name).write_bytes(extra.read_bytes())
     facts = {
         "settings": asdict(settings), "source": str(source), "shards": len(shards), "final_step": step,
         "steps_this_run": len(losses), "first_loss": losses[0] if losses else None,

@@ -100,3 +100,38 @@ def test_released_weights_are_checked_on_load(init_dir, tmp_path):
     weights.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="sha256 does not match"):
         LatentDiffusion.load(str(out))
+
+
+@pytest.mark.parametrize("autoencoder", ["AutoencoderKL", "VQModel"])
+def test_original_ldm_layout_loads_and_round_trips(tmp_path, autoencoder):
+    """The paper's LDM family (CompVis/ldm-text2im-large-256): vqvae + bert + BertTokenizer."""
+    import diffusers
+    from diffusers import DDIMScheduler, LDMTextToImagePipeline
+    from diffusers.pipelines.latent_diffusion.pipeline_latent_diffusion import LDMBertConfig, LDMBertModel
+    from transformers import BertTokenizer
+
+    from edsam.augment.sampler import EDSAMSampler, SamplerSettings
+    from edsam.ldm.models import SCHEDULE, build_unet
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "photo", "of", "star", "ring"]
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
+    tokenizer = BertTokenizer(str(tmp_path / "vocab.txt"), model_max_length=16)
+    bert = LDMBertModel(LDMBertConfig(vocab_size=len(words), max_position_embeddings=16, encoder_layers=1,
+                                      encoder_ffn_dim=64, encoder_attention_heads=2, head_dim=16, d_model=32))
+    blocks = dict(block_out_channels=(16, 16), norm_num_groups=16, latent_channels=4, layers_per_block=1)
+    if autoencoder == "VQModel":
+        vqvae = diffusers.VQModel(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                                  num_vq_embeddings=32, vq_embed_dim=4, **blocks)
+    else:
+        vqvae = diffusers.AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2,
+                                        up_block_types=("UpDecoderBlock2D",) * 2, **blocks)
+    unet = build_unet(TinyLDMSpec(image_size=32, vae_channels=(16, 16), unet_channels=(16, 32), text_width=32))
+    LDMTextToImagePipeline(vqvae=vqvae, bert=bert, tokenizer=tokenizer, unet=unet,
+                           scheduler=DDIMScheduler(**SCHEDULE)).save_pretrained(tmp_path / "ldm")
+    ldm = LatentDiffusion.load(str(tmp_path / "ldm"))
+    assert ldm.is_vq == (autoencoder == "VQModel") and ldm.image_size == 32
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    generators = [torch.Generator().manual_seed(i) for i in range(4)]
+    out, alphas = EDSAMSampler(ldm, SamplerSettings(steps=2)).generate(images, ["a photo of a star", "a ring"], 2, 0.5,
+                                                                       generators)
+    assert out.shape == (4, 3, 32, 32) and torch.isfinite(out).all()

@@ -15,9 +15,9 @@ training shards, autoencoder kept) and the embedded default's tiny LDM.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -105,9 +105,10 @@ def diffusion_loss(pipeline, scheduler, images, captions, caption_dropout, gener
         return_tensors="pt",
     ).input_ids.to(images.device)
     text = pipeline.text_encoder(tokens)[0]
-    noise = torch.randn(latents.shape, generator=generator, device=latents.device)
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator,
-                              device=latents.device)
+    # every draw comes from one CPU generator, then moves: the same seed gives the same run on any device
+    noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],),
+                              generator=generator).to(latents.device)
     noisy = scheduler.add_noise(latents, noise, timesteps)
     prediction = pipeline.unet(noisy, timesteps, encoder_hidden_states=text).sample
     return F.mse_loss(prediction, noise)
@@ -119,23 +120,25 @@ def latent_scaling_factor(vae, batches, n_batches: int = 8) -> float:
     return float(1.0 / torch.cat(latents).std())
 
 
-def save_checkpoint(pipeline, modules, optimizer, step, ema, checkpoint_dir: Path) -> None:
-    """Weights as safetensors (save_pretrained), trainer state as tensors only (loadable with weights_only)."""
+def save_checkpoint(pipeline, optimizer, step, ema, checkpoint_dir: Path) -> None:
+    """Weights as safetensors (save_pretrained), trainer state as tensors only (loadable with weights_only).
+
+    Written beside the checkpoint and swapped in at the end, so a job killed
+    while saving keeps the previous checkpoint.
+    """
     tmp = checkpoint_dir.with_name(checkpoint_dir.name + ".part")
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     pipeline.save_pretrained(tmp, safe_serialization=True)
     state = {"step": torch.tensor(step), "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
     if ema is not None:
         state["ema"] = ema.state_dict()
     torch.save(state, tmp / STATE_FILE)
+    old = checkpoint_dir.with_name(checkpoint_dir.name + ".old")
     if checkpoint_dir.exists():
-        import shutil
-
-        shutil.rmtree(checkpoint_dir)
+        checkpoint_dir.rename(old)
     tmp.rename(checkpoint_dir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_pipeline(path: str | Path):
@@ -151,6 +154,9 @@ def train_ldm(source: str | Path, shards: list[str], out_dir: str | Path, settin
 
     out_dir = Path(out_dir)
     checkpoint_dir = out_dir / "checkpoint"
+    old = checkpoint_dir.with_name(checkpoint_dir.name + ".old")
+    if not (checkpoint_dir / STATE_FILE).exists() and (old / STATE_FILE).exists():
+        old.rename(checkpoint_dir)  # killed between the two renames of save_checkpoint
     resume = (checkpoint_dir / STATE_FILE).exists()
     torch.manual_seed(settings.seed)
     pipeline = load_pipeline(checkpoint_dir if resume else source)
@@ -175,7 +181,7 @@ def train_ldm(source: str | Path, shards: list[str], out_dir: str | Path, settin
             ema.load_state_dict(state["ema"])
         log.info("resumed from %s at step %d", checkpoint_dir, step)
     scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
-    generator = torch.Generator(settings.device).manual_seed(settings.seed + step)
+    generator = torch.Generator().manual_seed(settings.seed + step)
     batches = image_caption_batches(shards, settings.batch_size, settings.resolution, settings.seed + step,
                                     settings.shuffle_buffer)
     losses, started = [], time.monotonic()
@@ -202,7 +208,7 @@ def train_ldm(source: str | Path, shards: list[str], out_dir: str | Path, settin
             log.info("%s step %d/%d loss %.4f (%.2f s/step)", settings.stage, step, settings.steps,
                      float(np.mean(losses[-20:])), (time.monotonic() - started) / len(losses))
         if step % settings.checkpoint_every == 0 or step == settings.steps:
-            save_checkpoint(pipeline, modules, optimizer, step, ema, checkpoint_dir)
+            save_checkpoint(pipeline, optimizer, step, ema, checkpoint_dir)
     if ema is not None:
         ema.copy_to(params)
     for module in modules.values():

@@ -28,6 +28,10 @@ rule augment_shard:
 
 rule augment_manifest:
     input:
+        # the shards too, not only their stats: a lost shard must make its job rerun
+        shards=lambda wildcards: expand(
+            rules.augment_shard.output.shard, shard=shard_ids(wildcards.dataset), allow_missing=True
+        ),
         stats=lambda wildcards: expand(
             rules.augment_shard.output.stats, shard=shard_ids(wildcards.dataset), allow_missing=True
         ),

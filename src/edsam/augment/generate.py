@@ -19,12 +19,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 from edsam.augment.sampler import EDSAMSampler, SamplerSettings
 from edsam.fileio import atomic_path, write_json_atomic
+from edsam.ldm.imaging import to_model_tensor, to_uint8
 from edsam.shards import decode_image, image_bytes, iter_samples
 
 log = logging.getLogger(__name__)
@@ -66,16 +66,14 @@ def load_real_samples(tar_path, resolution: int, max_pixels: int, max_caption_ch
             skipped[reason] = skipped.get(reason, 0) + 1
             log.warning("%s: skipping %s: %s", tar_path, key, err)
             continue
-        tensor = torch.from_numpy(np.asarray(image, np.float32) / 127.5 - 1).permute(2, 0, 1)
-        kept.append((key, tensor, caption))
+        kept.append((key, to_model_tensor(image), caption))
     kept.sort(key=lambda item: item[0])
     return kept, skipped
 
 
 def to_image_bytes(image: torch.Tensor, encode_format: str) -> bytes:
-    array = ((image.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="JPEG" if encode_format == "jpg" else "PNG", quality=95)
+    Image.fromarray(to_uint8(image)).save(buffer, format="JPEG" if encode_format == "jpg" else "PNG", quality=95)
     return buffer.getvalue()
 
 

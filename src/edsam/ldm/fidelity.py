@@ -11,10 +11,11 @@ verdicts to mean anything). It then scores three kinds of LDM output:
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from edsam.ldm.imaging import to_model_tensor, to_uint8
 
 
 class Judge(nn.Module):
@@ -73,7 +74,7 @@ def corpus_tensors(spec, domain: str, split: str, resolution: int):
     for index in range(spec.per_class(domain, split) * len(CLASSNAMES)):
         image, row = render_sample(spec, domain, split, index)
         image = image.resize((resolution, resolution), Image.Resampling.BICUBIC)
-        images.append(torch.from_numpy(np.asarray(image, np.float32) / 127.5 - 1).permute(2, 0, 1))
+        images.append(to_model_tensor(image))
         labels.append(row["label"])
         captions.append(row["caption"])
     return torch.stack(images), torch.tensor(labels), captions
@@ -102,7 +103,7 @@ def save_grid(columns: list[torch.Tensor], path, cell: int = 64) -> None:
     grid = Image.new("RGB", (cell * len(columns), cell * rows), "white")
     for c, column in enumerate(columns):
         column = F.interpolate(column.float().cpu(), size=(cell, cell), mode="bilinear", align_corners=False)
-        pixels = ((column.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        pixels = to_uint8(column)
         for r in range(rows):
             grid.paste(Image.fromarray(pixels[r]), (c * cell, r * cell))
     with atomic_path(path) as tmp:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from edsam.fileio import write_json_atomic
+from edsam.ldm.imaging import to_model_tensor
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,7 @@ def image_caption_batches(shards: list[str], batch_size: int, resolution: int, s
     from PIL import Image
 
     def to_tensor(image: Image.Image) -> torch.Tensor:
-        image = image.convert("RGB").resize((resolution, resolution), Image.Resampling.BICUBIC)
-        return torch.from_numpy(np.asarray(image, np.float32) / 127.5 - 1).permute(2, 0, 1)
+        return to_model_tensor(image.convert("RGB").resize((resolution, resolution), Image.Resampling.BICUBIC))
 
     rng = random.Random(seed)
     dataset = (

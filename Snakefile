@@ -14,6 +14,8 @@ include: "workflow/rules/corpus.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/ldm.smk"
 include: "workflow/rules/augment.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

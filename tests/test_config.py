@@ -56,6 +56,13 @@ def test_every_leaf_key_has_type_and_default():
         (lambda c: c["datasets"]["cc3m"].pop("url_list"), "datasets.cc3m", "url_list"),
         (lambda c: c["datasets"]["cc3m"].update(source="ftp"), "datasets.cc3m.source", "['url_list', 'corpus']"),
         (lambda c: c["datasets"].update({"Bad-Name": {"source": "corpus"}}), "datasets", "does not match"),
+        (lambda c: c["train"].update(default_model="vit-h-14"), "train.default_model", "not a key of train.models"),
+        (lambda c: c["train"].update(precision="fp8"), "train.precision", "'amp'"),
+        (lambda c: c["train"]["laclip"]["rewrites"].update(cc4m="x.csv"), "train.laclip.rewrites.cc4m", "no such dataset"),
+        (lambda c: c["evaluate"].update(primary="imagenet21k"), "evaluate.primary", "not a key of evaluate.benchmarks"),
+        (lambda c: c["evaluate"]["zeroshot"].append("mnist"), "evaluate.zeroshot", "not a key of evaluate.benchmarks"),
+        (lambda c: c["evaluate"]["benchmarks"].update(x={"dataset": "imagenet", "root": "/d"}),
+         "evaluate.benchmarks.x.dataset", "does not match"),
     ],
 )
 def test_invalid_values_name_the_key_and_what_is_allowed(mutate, key, allowed):

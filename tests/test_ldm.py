@@ -27,7 +27,7 @@ def test_offline_tokenizer_matches_open_clip(tmp_path, text):
 def pretrain_shards(tmp_path_factory):
     out = tmp_path_factory.mktemp("ldm-shards")
     spec = CorpusSpec(seed=11, image_size=32, train_per_class=8)
-    return [str(p) for p in pack_shards(spec, "photo", "train", out, per_shard=40)]
+    return [str(p) for p, _ in pack_shards(spec, "photo", "train", out, per_shard=40)]
 
 
 @pytest.fixture(scope="module")

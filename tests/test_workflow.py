@@ -34,6 +34,9 @@ def write_config(path, ldm=None, **corpus):
     config["download"].update(number_sample_per_shard=20, processes_count=1, thread_count=2)
     config["augment"].update(ldm=str(ldm or "models/tiny-ldm"), m=2, ddim_steps=2, resolution=32, batch_size=8)
     config["ldm"]["fidelity"].update(judge_per_class=3, judge_epochs=1, samples_per_class=1, rhos=[0.5])
+    config["train"]["models"] = {k: f"local-dir:{REPO / v.removeprefix('local-dir:')}"
+                                 for k, v in config["train"]["models"].items()}
+    config["train"].update(epochs=1, batch_size=16, log_every_n_steps=1)
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -52,6 +55,8 @@ def test_dry_run_builds_without_data(workdir, name):
     "results/augment/demo/retrained/random-rho1.0-m5/manifest.json",
     "results/ldm/tiny/diffusion/train.json",
     "models/tiny-ldm/SHA256SUMS",
+    "results/train/demo/tiny-rn/slip-ada/retrained-random-rho0.2-m3/train.json",
+    "results/train/demo/tiny-vit/laclip-masking/real/train.json",
 ])
 def test_ablation_targets_build(workdir, target):
     result = snakemake("-n", target, "--forcerun", "ldm_release", "--configfile", str(REPO / "config" / "demo.yaml"),
@@ -81,8 +86,10 @@ def test_lint_is_clean(workdir, name):
 
 
 def test_profile_runs_the_demo_config(workdir):
-    result = snakemake("-n", "--profile", str(REPO / "profiles" / "local"), cwd=REPO)
-    assert "rule corpus" in result.stdout or "Nothing to be done" in result.stdout
+    """The profile (run from the repo root, as the README says) picks config/demo.yaml."""
+    result = snakemake("-n", "--forceall", "--profile", str(REPO / "profiles" / "local"), cwd=REPO)
+    for rule in ("corpus", "download", "train_clip", "ldm_fidelity"):
+        assert f"rule {rule}:" in result.stdout or f"checkpoint {rule}:" in result.stdout, rule
 
 
 def test_demo_end_to_end(workdir, test_ldm):
@@ -101,6 +108,10 @@ def test_demo_end_to_end(workdir, test_ldm):
     assert len(synthetic["shards"]) == 3
     fidelity = json.loads((workdir / "results/ldm/fidelity/pretrained.json").read_text())
     assert 0 <= fidelity["edsam"]["0.5"] <= 1 and (workdir / "results/ldm/fidelity/pretrained.png").exists()
+    for data, per_epoch in (("real", 50), ("pretrained-edsam-rho0.5-m2", 100)):  # CLIP and ED-SAM trainings
+        facts = json.loads((workdir / f"results/train/demo/tiny-rn/clip-none/{data}/train.json").read_text())
+        assert facts["samples_per_epoch"] == per_epoch and facts["epochs"] == 1
+        assert facts["provenance"]["data"] == data and facts["final_loss"] == facts["final_loss"]
 
     # a second run has nothing to do
     again = snakemake("--cores", "2", "--configfile", str(config), cwd=workdir)

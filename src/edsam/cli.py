@@ -61,19 +61,14 @@ def _cmd_download_report(args) -> int:
 
 
 def _cmd_ldm_pretrain_shards(args) -> int:
-    from edsam.corpus import CLASSNAMES, CorpusSpec, pack_shards
-    from edsam.fileio import write_json_atomic
+    from edsam.corpus import CorpusSpec, pack_shards_with_manifest
 
     settings = json.loads(args.settings)
     corpus, pretrain = settings["corpus"], settings["pretrain"]
     spec = CorpusSpec(seed=pretrain["corpus_seed"], image_size=corpus["image_size"],
                       source_domain=corpus["source_domain"], train_per_class=pretrain["per_class"])
-    paths = pack_shards(spec, spec.source_domain, "train", Path(args.out) / "shards", per_shard=1000)
-    total = spec.per_class(spec.source_domain, "train") * len(CLASSNAMES)
-    shards = [{"shard": p.stem, "tar": f"shards/{p.name}", "successes": min(1000, total - 1000 * i)}
-              for i, p in enumerate(paths)]
-    write_json_atomic(Path(args.out) / "manifest.json", {"dataset": "ldm-pretrain", "shards": shards,
-                                                         "samples": total, "spec": spec.__dict__})
+    manifest = pack_shards_with_manifest(spec, spec.source_domain, "train", args.out, "ldm-pretrain")
+    print(f"{manifest['samples']} samples in {len(manifest['shards'])} shards")
     return 0
 
 
@@ -137,6 +132,76 @@ def _cmd_ldm_fidelity(args) -> int:
     result["ldm"] = args.ldm
     write_json_atomic(args.out, result)
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from edsam.train.run import TrainInputError, TrainSettings, train
+
+    settings = json.loads(args.settings)
+    try:
+        facts = train(TrainSettings(**settings["train"]), args.real_manifest, args.synthetic_manifest, args.out,
+                      args.facts, rewrites_index=args.rewrites_index, gpus=args.gpus, nodes=args.nodes,
+                      provenance=settings.get("provenance"))
+    except TrainInputError as err:
+        print(f"edsam train: error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps({k: facts[k] for k in ("epochs", "samples_seen", "first_epoch_loss", "final_loss")}))
+    return 0
+
+
+def _cmd_laclip_rewrites(args) -> int:
+    from edsam.download import shard_paths
+    from edsam.shards import iter_samples
+    from edsam.train.captions import write_rewrites_csv
+
+    def captions():
+        for path in shard_paths(args.manifest):
+            for sample in iter_samples(path):
+                if sample.get("txt"):
+                    yield sample["txt"].decode("utf-8", errors="replace")
+
+    print(f"{write_rewrites_csv(captions(), Path(args.out))} captions rewritten")
+    return 0
+
+
+def _cmd_laclip_import(args) -> int:
+    from edsam.train.captions import import_line_aligned
+
+    print(f"{import_line_aligned(Path(args.captions), [Path(f) for f in args.rewrites], Path(args.out))} rows")
+    return 0
+
+
+def _cmd_laclip_index(args) -> int:
+    from edsam.train.captions import build_index
+
+    try:
+        counts = build_index(Path(args.rewrites), Path(args.out))
+    except (ValueError, OSError) as err:
+        print(f"edsam laclip-index: error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(counts))
+    return 0
+
+
+def _cmd_benchmark_from_corpus(args) -> int:
+    from edsam.evaluate.benchmarks import package_corpus_domain
+
+    print(json.dumps(package_corpus_domain(args.corpus, args.domain, args.out)))
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from edsam.evaluate.benchmarks import BenchmarkError
+    from edsam.evaluate.run import evaluate
+
+    try:
+        result = evaluate(args.task, args.benchmark, args.root, args.model_dir, args.out, json.loads(args.settings),
+                          train_facts=args.train_facts)
+    except BenchmarkError as err:
+        print(f"edsam evaluate: error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps({"task": result["task"], "benchmark": result["benchmark"], "metrics": result["metrics"]}))
     return 0
 
 
@@ -211,6 +276,49 @@ def build_parser() -> argparse.ArgumentParser:
     fidelity.add_argument("--out", required=True)
     fidelity.add_argument("--grid", required=True, help="PNG: real | resampled | ED-SAM per rho | generated")
     fidelity.set_defaults(func=_cmd_ldm_fidelity)
+
+    clip_train = sub.add_parser("train", help="train CLIP with open_clip_train on real (+ synthetic) shards")
+    clip_train.add_argument("--real-manifest", required=True, help="the dataset's download manifest.json")
+    clip_train.add_argument("--synthetic-manifest", help="an augmentation manifest.json to mix in")
+    clip_train.add_argument("--rewrites-index", help="LaCLIP caption rewrite index (SQLite)")
+    clip_train.add_argument("--settings", required=True, help='{"train": TrainSettings, "provenance": {...}}')
+    clip_train.add_argument("--gpus", type=int, default=0, help="GPUs per node (0: CPU)")
+    clip_train.add_argument("--nodes", type=int, default=1)
+    clip_train.add_argument("--out", required=True, help="run folder (open_clip logs + exported model/)")
+    clip_train.add_argument("--facts", required=True, help="where to write the run's facts JSON")
+    clip_train.set_defaults(func=_cmd_train)
+
+    rewrites = sub.add_parser("laclip-rewrites", help="caption rewrites by the deterministic rule (demo LaCLIP)")
+    rewrites.add_argument("--manifest", required=True, help="the dataset's download manifest.json")
+    rewrites.add_argument("--out", required=True, help="rewrite CSV")
+    rewrites.set_defaults(func=_cmd_laclip_rewrites)
+
+    importer = sub.add_parser("laclip-import", help="LaCLIP's line-aligned rewrite text files -> rewrite CSV")
+    importer.add_argument("--captions", required=True, help="original captions, one per line")
+    importer.add_argument("--out", required=True)
+    importer.add_argument("rewrites", nargs="+", help="rewrite files, line-aligned with --captions")
+    importer.set_defaults(func=_cmd_laclip_import)
+
+    index = sub.add_parser("laclip-index", help="rewrite CSV -> SQLite index the trainer reads")
+    index.add_argument("--rewrites", required=True)
+    index.add_argument("--out", required=True)
+    index.set_defaults(func=_cmd_laclip_index)
+
+    bench = sub.add_parser("benchmark-from-corpus", help="a demo corpus domain in clip_benchmark's webdataset layout")
+    bench.add_argument("--corpus", required=True, help="the corpus folder (metadata.parquet, images/)")
+    bench.add_argument("--domain", required=True)
+    bench.add_argument("--out", required=True)
+    bench.set_defaults(func=_cmd_benchmark_from_corpus)
+
+    evaluate = sub.add_parser("evaluate", help="zero-shot / linear probe (clip_benchmark) or fine-tune one checkpoint")
+    evaluate.add_argument("--task", required=True, choices=["zeroshot_classification", "linear_probe", "finetune"])
+    evaluate.add_argument("--benchmark", required=True, help="clip_benchmark dataset name (wds/...)")
+    evaluate.add_argument("--root", required=True, help="the benchmark's webdataset root")
+    evaluate.add_argument("--model-dir", required=True, help="an open_clip local-dir model folder")
+    evaluate.add_argument("--train-facts", help="the run's train.json (provenance)")
+    evaluate.add_argument("--settings", required=True)
+    evaluate.add_argument("--out", required=True)
+    evaluate.set_defaults(func=_cmd_evaluate)
     return parser
 
 

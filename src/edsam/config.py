@@ -75,6 +75,27 @@ def explain_errors(config: dict, schema: dict) -> list[str]:
     return lines
 
 
+def cross_check(config: dict) -> list[str]:
+    """What a JSON schema cannot say: keys that must name other config entries (defaults filled)."""
+    lines = []
+    train = config.get("train", {})
+    if train.get("default_model") not in train.get("models", {}):
+        lines.append(f"config key 'train.default_model': {train.get('default_model')!r} is not a key of "
+                     f"train.models {sorted(train.get('models', {}))}")
+    for dataset in train.get("laclip", {}).get("rewrites", {}):
+        if dataset not in config.get("datasets", {}):
+            lines.append(f"config key 'train.laclip.rewrites.{dataset}': no such dataset "
+                         f"(datasets: {sorted(config.get('datasets', {}))})")
+    evaluate = config.get("evaluate", {})
+    benchmarks = evaluate.get("benchmarks", {})
+    named = [("evaluate.primary", evaluate.get("primary"))] if benchmarks else []
+    named += [(f"evaluate.{k}", v) for k in ("zeroshot", "linear_probe") for v in evaluate.get(k, [])]
+    for key, name in named:
+        if name not in benchmarks:
+            lines.append(f"config key '{key}': {name!r} is not a key of evaluate.benchmarks {sorted(benchmarks)}")
+    return lines
+
+
 def validate_config(config: dict, schema: dict | None = None) -> dict:
     """Validate ``config`` in place (filling defaults) or raise ConfigError."""
     schema = schema if schema is not None else load_schema()
@@ -82,6 +103,9 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     if lines:
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
     _with_defaults(Draft202012Validator)(schema).validate(config)
+    lines = cross_check(config)
+    if lines:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
     return config
 
 

@@ -406,8 +406,9 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
         frame.to_parquet(tmp, index=False)
 
 
-def pack_shards(spec: CorpusSpec, domain: str, split: str, out_dir: str | Path, per_shard: int = 1000) -> list[Path]:
-    """Render one (domain, split) straight into webdataset shards (png, txt, json).
+def pack_shards(spec: CorpusSpec, domain: str, split: str, out_dir: str | Path,
+                per_shard: int = 1000) -> list[tuple[Path, int]]:
+    """Render one (domain, split) straight into webdataset shards (png, txt, json): [(path, samples)].
 
     For data that needs no download stage (the tiny LDM's pretraining corpus,
     evaluation sets). Tar headers get a fixed mtime, so the bytes are a pure
@@ -426,8 +427,19 @@ def pack_shards(spec: CorpusSpec, domain: str, split: str, out_dir: str | Path, 
                 image, row = render_sample(spec, domain, split, index)
                 meta = {k: row[k] for k in ("domain", "split", "label", "classname")} | {"seed": spec.seed}
                 sink.write({"__key__": row["key"], "png": png_bytes(image), "txt": row["caption"], "json": meta})
-        paths.append(path)
+        paths.append((path, min(start + per_shard, total) - start))
     return paths
+
+
+def pack_shards_with_manifest(spec: CorpusSpec, domain: str, split: str, out_dir: str | Path, name: str,
+                              per_shard: int = 1000) -> dict:
+    """:func:`pack_shards` into ``out_dir/shards`` plus a ``manifest.json`` shaped like the download stage's."""
+    out_dir = Path(out_dir)
+    packed = pack_shards(spec, domain, split, out_dir / "shards", per_shard=per_shard)
+    manifest = {"dataset": name, "samples": sum(n for _, n in packed), "spec": spec.__dict__,
+                "shards": [{"shard": p.stem, "tar": f"shards/{p.name}", "successes": n} for p, n in packed]}
+    write_json_atomic(out_dir / "manifest.json", manifest)
+    return manifest
 
 
 def build_corpus(spec: CorpusSpec, out_dir: str | Path) -> dict:

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [PACKAGE_SRC, os.environ.get("PYTHONPATH")]))
 )
 
-from edsam.config import explain_errors, load_schema  # noqa: E402
+from edsam.config import cross_check, explain_errors, load_schema  # noqa: E402
 from edsam.corpus import CLASSNAMES  # noqa: E402
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
@@ -33,6 +34,8 @@ except WorkflowError:
     raise WorkflowError(
         "invalid config:\n  " + "\n  ".join(explain_errors(config, load_schema(SCHEMA)))
     ) from None
+if cross_check(config):
+    raise WorkflowError("invalid config:\n  " + "\n  ".join(cross_check(config)))
 
 RESULTS = config["results_dir"]
 LOGS = f"{RESULTS}/logs"
@@ -46,6 +49,12 @@ wildcard_constraints:
     transform="edsam|random",
     rho=r"\d+(\.\d+)?",
     m=r"\d+",
+    model="|".join(map(re.escape, config["train"]["models"])),
+    method="clip|laclip|slip",
+    regulariser="none|masking|ada|advstyle",
+    data=r"real|(pretrained|retrained)-(edsam|random)-rho\d+(\.\d+)?-m\d+",
+    benchmark="|".join(map(re.escape, config["evaluate"]["benchmarks"])) or "no-benchmarks",
+    task="zeroshot_classification|linear_probe|finetune",
 
 
 def corpus_dir():
@@ -162,9 +171,111 @@ def default_variant():
     return f"{augment['transform']}-rho{augment['rho']}-m{augment['m']}"
 
 
+# ---------------------------------------------------------------- train
+TRAIN_RUN = "{dataset}/{model}/{method}-{regulariser}/{data}"
+
+
+def train_run_dir(wildcards):
+    """results/train/<dataset>/<model>/<method>-<regulariser>/<data>; data = real or <ldm>-<variant>."""
+    run = TRAIN_RUN.format(**dict(wildcards.items()))
+    return f"{RESULTS}/train/{run}"
+
+
+def synthetic_manifest(wildcards):
+    """The augmentation manifest a run's {data} wildcard names, or nothing for real-only runs."""
+    if wildcards.data == "real":
+        return []
+    ldm, variant = wildcards.data.split("-", 1)
+    return f"{RESULTS}/augment/{wildcards.dataset}/{ldm}/{variant}/manifest.json"
+
+
+def rewrites_csv(wildcards):
+    """LaCLIP rewrites: the configured file for this dataset, else the deterministic rule's."""
+    configured = config["train"]["laclip"]["rewrites"].get(wildcards.dataset)
+    return configured or f"{RESULTS}/laclip/{wildcards.dataset}/rewrites.csv"
+
+
+def open_clip_model(key):
+    """train.models[key]; a relative local-dir: found in the working directory, else in the repo (bundled models)."""
+    model = config["train"]["models"][key]
+    folder = model.removeprefix("local-dir:")
+    if model.startswith("local-dir:") and not os.path.isabs(folder) and not os.path.isdir(folder):
+        return f"local-dir:{os.path.join(workflow.basedir, folder)}"
+    return model
+
+
+def train_inputs(wildcards):
+    inputs = {"real": manifest(wildcards.dataset), "synthetic": synthetic_manifest(wildcards)}
+    model = open_clip_model(wildcards.model)
+    if model.startswith("local-dir:"):
+        inputs["model_config"] = os.path.join(model.removeprefix("local-dir:"), "open_clip_config.json")
+    if wildcards.method == "laclip":
+        inputs["rewrites"] = f"{RESULTS}/laclip/{wildcards.dataset}/rewrites.sqlite"
+    return inputs
+
+
+def train_settings(wildcards):
+    train = config["train"]
+    keys = ("epochs", "batch_size", "lr", "wd", "warmup", "workers", "precision", "seed", "synthetic_ratio",
+            "masking_ratio", "log_every_n_steps", "ada", "advstyle", "slip", "extra_args")
+    settings = {k: train[k] for k in keys}
+    settings.update(model=open_clip_model(wildcards.model), method=wildcards.method,
+                    regulariser=wildcards.regulariser)
+    provenance = {"dataset": wildcards.dataset, "model_key": wildcards.model, "data": wildcards.data}
+    return {"train": settings, "provenance": provenance}
+
+
+def default_train_targets(dataset):
+    """CLIP on real data and ED-SAM (default augmentation variant) with the default model."""
+    model = config["train"]["default_model"]
+    runs = [train_run_dir(dict(dataset=dataset, model=model, method="clip", regulariser="none", data=data))
+            for data in ("real", f"pretrained-{default_variant()}")]
+    return [f"{run}/train.json" for run in runs]
+
+
 def all_targets():
     targets = [f"{download_dir(d)}/report.tsv" for d in DATASETS]
     targets += [f"{RESULTS}/augment/{d}/pretrained/{default_variant()}/manifest.json" for d in DATASETS]
+    for dataset in DATASETS:
+        for facts in default_train_targets(dataset):
+            targets += [facts, *evaluation_targets(os.path.dirname(facts))]
     if any(config["datasets"][d]["source"] == "corpus" for d in DATASETS):
         targets.append(f"{RESULTS}/ldm/fidelity/pretrained.json")
     return targets
+
+
+# ---------------------------------------------------------------- evaluate
+def benchmark_root(name):
+    """Where a benchmark's clip_benchmark webdataset root is (demo domains are built under results/)."""
+    spec = config["evaluate"]["benchmarks"][name]
+    return spec["root"] if "root" in spec else f"{RESULTS}/benchmarks/{name}"
+
+
+def benchmark_inputs(wildcards):
+    """The packaging rule's marker for a corpus-built benchmark; nothing for a staged one (checked at run time)."""
+    if "corpus_domain" in config["evaluate"]["benchmarks"][wildcards.benchmark]:
+        return f"{RESULTS}/benchmarks/{wildcards.benchmark}/benchmark.json"
+    return []
+
+
+def benchmark_dataset(name):
+    spec = config["evaluate"]["benchmarks"][name]
+    return spec.get("dataset", f"wds/{name}")
+
+
+def evaluate_settings():
+    evaluate = config["evaluate"]
+    return {"batch_size": evaluate["batch_size"], "workers": evaluate["workers"], "seed": config["seed"],
+            "linear_probe": evaluate["probe"], "finetune": {**evaluate["finetune"], "seed": config["seed"]}}
+
+
+def evaluation_targets(run_dir):
+    """Every result a trained run gets: ZS (+LP) on the configured benchmarks, FT on the primary."""
+    evaluate = config["evaluate"]
+    if not evaluate["benchmarks"]:
+        return []
+    primary = evaluate["primary"]
+    run = run_dir.replace(f"{RESULTS}/train/", f"{RESULTS}/eval/", 1)
+    targets = [f"{run}/{b}/zeroshot_classification.json" for b in dict.fromkeys([primary, *evaluate["zeroshot"]])]
+    targets += [f"{run}/{b}/linear_probe.json" for b in dict.fromkeys([primary, *evaluate["linear_probe"]])]
+    return targets + [f"{run}/{primary}/finetune.json"]

@@ -1,0 +1,1 @@
+"""Evaluation stage: zero-shot and linear probe (clip_benchmark), fine-tuning, one JSON per job."""

@@ -1,0 +1,66 @@
+"""One evaluation job: (checkpoint, benchmark, task) -> one JSON result with provenance."""
+
+from __future__ import annotations
+
+import json
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+from edsam.fileio import sha256_file, write_json_atomic
+
+TASKS = ("zeroshot_classification", "linear_probe", "finetune")
+
+
+def evaluate(task: str, benchmark: str, root: str, model_dir: str, out: str | Path, settings: dict,
+             train_facts: str | None = None) -> dict:
+    """Run ``task`` and write ``out``: metrics + checkpoint hash, benchmark, task, time, training provenance."""
+    from edsam.evaluate.clip_bench import run_task
+    from edsam.evaluate.finetune import FinetuneSettings, finetune
+
+    if task not in TASKS:
+        raise ValueError(f"unknown evaluation task {task!r}: one of {TASKS}")
+    out = Path(out)
+    weights = Path(model_dir) / "open_clip_model.safetensors"
+    checkpoint_sha = sha256_file(weights)
+    started = time.time()
+    if task == "finetune":
+        metrics = finetune(model_dir, root, FinetuneSettings(**settings["finetune"]))
+    else:
+        # features cached per checkpoint hash: clip_benchmark would reuse any folder of the same name
+        work = out.parent / f".{out.stem}.work" / checkpoint_sha[:16]
+        metrics = run_task(task, benchmark, root, model_dir, work, settings)
+    result = {
+        "task": task, "benchmark": benchmark, "benchmark_root": str(root), "metrics": metrics,
+        "checkpoint": str(model_dir), "checkpoint_sha256": checkpoint_sha,
+        "train": _train_provenance(train_facts), "settings": settings, "seconds": round(time.time() - started, 2),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {p: version(p) for p in ("clip-benchmark", "open_clip_torch", "torch")},
+    }
+    write_json_atomic(out, result)
+    return result
+
+
+def _train_provenance(train_facts: str | None) -> dict:
+    if not train_facts:
+        return {}
+    facts = json.loads(Path(train_facts).read_text())
+    keep = ("config_hash", "seed", "settings", "provenance", "samples_seen", "epochs", "final_loss",
+            "synthetic_manifest", "synthetic_manifest_sha256", "weights_sha256")
+    return {k: facts.get(k) for k in keep} | {"facts": str(train_facts)}
+
+
+def results_frame(paths) -> "pandas.DataFrame":
+    """Result JSONs -> one tidy row per (checkpoint, benchmark, task, metric)."""
+    import pandas as pd
+
+    rows = []
+    for path in paths:
+        result = json.loads(Path(path).read_text())
+        base = {"task": result["task"], "benchmark": result["benchmark"], "checkpoint": result["checkpoint"],
+                "checkpoint_sha256": result["checkpoint_sha256"], "path": str(path)}
+        base.update({f"train_{k}": v for k, v in (result["train"].get("provenance") or {}).items()})
+        for metric, value in result["metrics"].items():
+            if isinstance(value, (int, float)):
+                rows.append({**base, "metric": metric, "value": float(value)})
+    return pd.DataFrame(rows)

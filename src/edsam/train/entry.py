@@ -1,0 +1,130 @@
+"""open_clip_train's own ``main``, with the paper's variants plugged in.
+
+Usage: ``python -m edsam.train.entry --edsam-objective JSON [open_clip_train args...]``
+(also under torchrun or srun: every rank runs this module).
+
+open_clip_train has no extension hooks, and forking it would freeze us on one
+release. Its ``main`` looks up four names in its own module namespace; we
+rebind exactly those, before calling it, and fail loudly if an upgrade renames
+them:
+
+* ``create_model_and_transforms``: wrap the model in ``VariantCLIP`` (ADA,
+  AdvStyle, SLIP) and give SLIP its multi-view transform;
+* ``get_tokenizer``: LaCLIP's per-load caption draw;
+* ``create_loss``: ``VariantLoss`` (extra loss terms, loss bookkeeping);
+* ``train_one_epoch``: appends each finished epoch's facts to
+  ``<logs>/<name>/edsam_epochs.jsonl`` (rank 0).
+
+Everything else (data pipeline, optimiser, schedule, AMP, DDP, checkpoints,
+``--resume latest``) is open_clip_train's, unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from edsam.train.objectives import AdaSettings, AdvStyleSettings, SlipSettings, VariantCLIP, VariantLoss
+
+PATCHED = ("create_model_and_transforms", "get_tokenizer", "create_loss", "train_one_epoch")
+EPOCH_LOG = "edsam_epochs.jsonl"
+
+
+def split_argv(argv: list[str]) -> tuple[dict, list[str]]:
+    """Take ``--edsam-objective JSON`` out of argv; the rest goes to open_clip_train."""
+    argv = list(argv)
+    if "--edsam-objective" not in argv:
+        return {}, argv
+    at = argv.index("--edsam-objective")
+    if at + 1 >= len(argv):
+        raise SystemExit("--edsam-objective needs a JSON value")
+    objective = json.loads(argv[at + 1])
+    return objective, argv[:at] + argv[at + 2 :]
+
+
+def _wrap_model_factory(original, objective: dict):
+    from open_clip import get_model_preprocess_cfg
+
+    from edsam.train.views import MultiView
+
+    slip = SlipSettings(**objective["slip"]) if objective.get("slip") else None
+    perturbation = objective.get("perturbation")
+
+    def create_model_and_transforms(*args, **kwargs):
+        model, preprocess_train, preprocess_val = original(*args, **kwargs)
+        if perturbation is None and slip is None:
+            return model, preprocess_train, preprocess_val
+        parameter = next(model.parameters())
+        wrapped = VariantCLIP(model, perturbation, AdaSettings(**objective.get("ada", {})),
+                              AdvStyleSettings(**objective.get("advstyle", {})), slip,
+                              embed_dim=model.visual.output_dim)
+        wrapped.to(device=parameter.device, dtype=parameter.dtype)
+        if slip is not None:
+            cfg = get_model_preprocess_cfg(model)
+            size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
+            preprocess_train = MultiView(preprocess_train, size, cfg["mean"], cfg["std"])
+        return wrapped, preprocess_train, preprocess_val
+
+    return create_model_and_transforms
+
+
+def _wrap_tokenizer_factory(original, objective: dict):
+    from edsam.train.captions import RewriteSampler
+
+    def get_tokenizer(*args, **kwargs):
+        tokenizer = original(*args, **kwargs)
+        index = objective.get("rewrites_index")
+        return RewriteSampler(tokenizer, index, objective.get("seed", 0)) if index else tokenizer
+
+    return get_tokenizer
+
+
+def _wrap_loss_factory(original, objective: dict):
+    slip = SlipSettings(**objective["slip"]) if objective.get("slip") else None
+
+    def create_loss(args):
+        return VariantLoss(original(args), slip)
+
+    return create_loss
+
+
+def _wrap_epoch(original):
+    def train_one_epoch(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, tb_writer=None):
+        loss.reset()
+        started = time.time()
+        original(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, tb_writer=tb_writer)
+        if args.rank == 0:
+            record = {"epoch": epoch + 1, "steps": loss.steps, "mean_loss": loss.total / max(loss.steps, 1),
+                      "last_loss": loss.last, "samples": data["train"].dataloader.num_samples,
+                      "seconds": round(time.time() - started, 3)}
+            with open(os.path.join(args.logs, args.name, EPOCH_LOG), "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    return train_one_epoch
+
+
+def install(objective: dict):
+    """Rebind open_clip_train.main's factories; returns the module (call its ``main``)."""
+    import open_clip_train.main as trainer
+
+    missing = [name for name in PATCHED if not hasattr(trainer, name)]
+    if missing:
+        raise RuntimeError(f"open_clip_train.main no longer defines {missing}: edsam.train.entry needs updating")
+    trainer.create_model_and_transforms = _wrap_model_factory(trainer.create_model_and_transforms, objective)
+    trainer.get_tokenizer = _wrap_tokenizer_factory(trainer.get_tokenizer, objective)
+    trainer.create_loss = _wrap_loss_factory(trainer.create_loss, objective)
+    trainer.train_one_epoch = _wrap_epoch(trainer.train_one_epoch)
+    return trainer
+
+
+def main(argv: list[str] | None = None):
+    objective, openclip_argv = split_argv(sys.argv[1:] if argv is None else argv)
+    status = install(objective).main(openclip_argv)
+    if isinstance(status, int) and status != 0:  # open_clip_train reports some errors by returning -1
+        raise SystemExit(f"open_clip_train exited with status {status}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""What the paper's baselines add to a CLIP training step (spec section 5).
+
+open_clip_train's step is ``model_out = model(images, texts); loss(**model_out)``.
+The variants here keep that step untouched: :class:`VariantCLIP` wraps the
+open_clip model and returns extra features in ``model_out``, and
+:class:`VariantLoss` turns them into extra loss terms. ``edsam.train.entry``
+installs both into open_clip_train.
+
+* ADA (Volpi et al. 2018), adapted to CLIP [choice]: gradient ascent on the
+  image, maximising the batch's contrastive loss minus ``gamma`` times the
+  squared distance to the clean image features; the adversarial copy is
+  trained on with the same captions. Online per batch, not in rounds.
+* AdvStyle (Zhong et al. 2022): one gradient-ascent step on each image's
+  per-channel mean and std against the contrastive loss; train on clean and
+  restyled images.
+* SLIP (Mu et al. 2022): SimCLR loss (temperature 0.1) between two augmented
+  views through a 3-layer MLP head, added to the CLIP loss with weight 1.
+
+Inner gradient ascent uses ``torch.autograd.grad`` with respect to the images
+only, so no gradient leaks into the model's ``.grad`` before the real step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from open_clip import ClipLoss
+from torch import nn
+
+
+@dataclass(frozen=True)
+class AdaSettings:
+    steps: int = 15
+    lr: float = 1.0
+    gamma: float = 1.0
+
+
+@dataclass(frozen=True)
+class AdvStyleSettings:
+    lr: float = 1.0
+
+
+@dataclass(frozen=True)
+class SlipSettings:
+    weight: float = 1.0
+    temperature: float = 0.1
+    hidden_dim: int = 4096
+    embed_dim: int = 256
+
+
+def contrastive_loss(image_features, text_features, logit_scale) -> torch.Tensor:
+    """The batch's symmetric InfoNCE on this process's samples (open_clip's ClipLoss, local)."""
+    return ClipLoss()(F.normalize(image_features, dim=-1), F.normalize(text_features, dim=-1), logit_scale)
+
+
+def ada_images(clip, images, text_features, logit_scale, settings: AdaSettings) -> torch.Tensor:
+    """Images moved up the contrastive loss, held near the clean features (ADA's inner maximisation)."""
+    text_features, logit_scale = text_features.detach(), logit_scale.detach()
+    with torch.no_grad():
+        clean = F.normalize(clip.encode_image(images), dim=-1)
+    adversarial = images.detach().clone()
+    for _ in range(settings.steps):
+        adversarial.requires_grad_(True)
+        features = F.normalize(clip.encode_image(adversarial), dim=-1)
+        objective = contrastive_loss(features, text_features, logit_scale)
+        objective = objective - settings.gamma * (features - clean).pow(2).sum(dim=-1).mean()
+        (grad,) = torch.autograd.grad(objective, adversarial)
+        adversarial = (adversarial + settings.lr * grad).detach()
+    return adversarial
+
+
+def advstyle_images(clip, images, text_features, logit_scale, settings: AdvStyleSettings) -> torch.Tensor:
+    """Images re-styled by one ascent step on their per-channel mean and std (AdvStyle)."""
+    mean = images.mean(dim=(2, 3), keepdim=True).detach()
+    std = images.std(dim=(2, 3), keepdim=True).detach() + 1e-5
+    content = ((images - mean) / std).detach()
+    style_mean, style_std = mean.clone().requires_grad_(True), std.clone().requires_grad_(True)
+    features = clip.encode_image(content * style_std + style_mean)
+    objective = contrastive_loss(features, text_features.detach(), logit_scale.detach())
+    grad_mean, grad_std = torch.autograd.grad(objective, (style_mean, style_std))
+    return (content * (std + settings.lr * grad_std) + mean + settings.lr * grad_mean).detach()
+
+
+def simclr_loss(first: torch.Tensor, second: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent between two views' embeddings (SimCLR), on this process's samples."""
+    embeddings = F.normalize(torch.cat([first, second]), dim=-1)
+    logits = embeddings @ embeddings.t() / temperature
+    logits.fill_diagonal_(float("-inf"))
+    n = len(first)
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(first.device)
+    return F.cross_entropy(logits, targets)
+
+
+def slip_head(in_dim: int, settings: SlipSettings) -> nn.Module:
+    """SLIP's 3-layer MLP projection head."""
+    return nn.Sequential(
+        nn.Linear(in_dim, settings.hidden_dim), nn.BatchNorm1d(settings.hidden_dim), nn.ReLU(inplace=True),
+        nn.Linear(settings.hidden_dim, settings.hidden_dim), nn.BatchNorm1d(settings.hidden_dim),
+        nn.ReLU(inplace=True), nn.Linear(settings.hidden_dim, settings.embed_dim),
+    )
+
+
+class VariantCLIP(nn.Module):
+    """An open_clip model plus what a variant computes at training time.
+
+    Images arrive as (B, C, H, W), or as (B, 3, C, H, W) for SLIP: the CLIP view
+    then two SimCLR views (see ``edsam.train.views``). Attribute lookups the
+    trainer makes (``logit_scale``, ``lock_image_tower`` ...) fall through to
+    the wrapped model; :func:`clip_state_dict` strips the wrapper for export.
+    """
+
+    def __init__(self, clip: nn.Module, perturbation: str | None = None, ada: AdaSettings = AdaSettings(),
+                 advstyle: AdvStyleSettings = AdvStyleSettings(), slip: SlipSettings | None = None,
+                 embed_dim: int | None = None):
+        super().__init__()
+        if perturbation not in (None, "ada", "advstyle"):
+            raise ValueError(f"unknown perturbation {perturbation!r}")
+        self.clip = clip
+        self.perturbation = perturbation
+        self.ada, self.advstyle, self.slip = ada, advstyle, slip
+        self.ssl_head = slip_head(embed_dim, slip) if slip is not None else None
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "clip":
+                raise
+            return getattr(self.clip, name)
+
+    def forward(self, images, texts=None):
+        views = None
+        if images.ndim == 5:
+            images, views = images[:, 0], images[:, 1:]
+        out = self.clip(images, texts)
+        if not self.training or texts is None:
+            return out
+        if self.perturbation is not None:
+            make = ada_images if self.perturbation == "ada" else advstyle_images
+            settings = self.ada if self.perturbation == "ada" else self.advstyle
+            hard = make(self.clip, images, out["text_features"], out["logit_scale"], settings)
+            out["perturbed_image_features"] = self.clip.encode_image(hard, normalize=True)
+        if self.ssl_head is not None:
+            if views is None:
+                raise ValueError("SLIP needs two augmented views per image; the data transform did not make them")
+            out["ssl_first"] = self.ssl_head(self.clip.encode_image(views[:, 0]))
+            out["ssl_second"] = self.ssl_head(self.clip.encode_image(views[:, 1]))
+        return out
+
+
+class VariantLoss(nn.Module):
+    """open_clip's loss plus the variant's terms; returns a dict the trainer sums.
+
+    Keeps a running sum of the total per epoch so the entry point can record it.
+    """
+
+    def __init__(self, base: nn.Module, slip: SlipSettings | None = None):
+        super().__init__()
+        self.base = base
+        self.slip = slip
+        self.reset()
+
+    def reset(self):
+        self.total, self.steps, self.last = 0.0, 0, float("nan")
+
+    def forward(self, image_features, text_features, logit_scale, perturbed_image_features=None,
+                ssl_first=None, ssl_second=None, output_dict=False, **extra):
+        losses = self.base(image_features=image_features, text_features=text_features,
+                           logit_scale=logit_scale, output_dict=True, **extra)
+        if perturbed_image_features is not None:
+            losses["perturbed_contrastive_loss"] = self.base(
+                perturbed_image_features, text_features, logit_scale, output_dict=True)["contrastive_loss"]
+        if ssl_first is not None:
+            losses["ssl_loss"] = self.slip.weight * simclr_loss(ssl_first, ssl_second, self.slip.temperature)
+        total = float(sum(v.detach() for v in losses.values()))
+        self.total, self.steps, self.last = self.total + total, self.steps + 1, total
+        return losses if output_dict else sum(losses.values())
+
+
+def clip_state_dict(model: nn.Module) -> dict:
+    """The plain open_clip weights of a (possibly wrapped, possibly DDP) model's state dict."""
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if any(k.startswith("clip.") for k in state):
+        state = {k.removeprefix("clip."): v for k, v in state.items() if k.startswith("clip.")}
+    return state

@@ -1,0 +1,314 @@
+"""One training run: check its shards, build open_clip_train's arguments, launch, export.
+
+A run is (dataset, model, method, regulariser, data): method in clip|laclip|slip,
+regulariser in none|masking|ada|advstyle, data ``real`` or an augmentation
+variant's synthetic shards mixed in. open_clip_train does the training; this
+module decides its arguments, checks inputs first (open_clip_train loops
+forever on a missing shard), launches it on 1 CPU, 1 GPU, G GPUs (torchrun) or
+N nodes (srun), and exports the final epoch as a plain open_clip model folder
+(``open_clip_config.json`` + ``open_clip_model.safetensors``) that
+``open_clip.create_model('local-dir:...')`` and clip_benchmark load directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from edsam.fileio import sha256_file, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+METHODS = ("clip", "laclip", "slip")
+REGULARISERS = ("none", "masking", "ada", "advstyle")
+RUN_NAME = "run"  # open_clip_train --name; logs and checkpoints in <logs>/run/
+
+
+class TrainInputError(ValueError):
+    """A training input (shard, manifest, rewrite index) is missing or unusable."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    model: str
+    method: str = "clip"
+    regulariser: str = "none"
+    epochs: int = 32
+    batch_size: int = 256
+    lr: float = 5e-4
+    wd: float = 0.2
+    warmup: int = 2000
+    workers: int = 8
+    precision: str = "amp"
+    seed: int = 0
+    synthetic_ratio: float = 1.0
+    masking_ratio: float = 0.5
+    log_every_n_steps: int = 100
+    ada: dict = field(default_factory=dict)
+    advstyle: dict = field(default_factory=dict)
+    slip: dict = field(default_factory=dict)
+    extra_args: tuple = ()
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"train method {self.method!r} is not one of {METHODS}")
+        if self.regulariser not in REGULARISERS:
+            raise ValueError(f"train regulariser {self.regulariser!r} is not one of {REGULARISERS}")
+
+    def digest(self, *, resumable: bool = False) -> str:
+        """Hash of the settings; ``resumable=True`` leaves out what a resumed run may change (epochs, logging)."""
+        values = asdict(self)
+        if resumable:
+            values.pop("epochs"), values.pop("log_every_n_steps")
+        return hashlib.sha256(json.dumps(values, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    """Shards of one source with their sample counts, checked to exist and be readable."""
+
+    paths: tuple[str, ...]
+    samples: int
+
+    @classmethod
+    def from_manifest(cls, manifest_path: str | Path, count_key: str = "successes") -> "ShardSet":
+        """Download and augmentation manifests both list ``shards: [{tar, <count_key>}]``."""
+        manifest_path = Path(manifest_path)
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as error:
+            raise TrainInputError(f"{manifest_path}: cannot read the shard manifest ({error})") from None
+        shards = [s for s in manifest.get("shards", []) if s.get(count_key, 0) > 0]
+        if not shards:
+            raise TrainInputError(f"{manifest_path}: lists no non-empty shard to train on")
+        paths = tuple(str(manifest_path.parent / s["tar"]) for s in shards)
+        for path, shard in zip(paths, shards):
+            check_shard(path, shard[count_key])
+        return cls(paths, sum(s[count_key] for s in shards))
+
+
+def check_shard(path: str, expected: int) -> None:
+    """Fail fast, naming the file: missing, empty, unreadable, or fewer captions than the manifest says."""
+    if not os.path.isfile(path):
+        raise TrainInputError(f"{path}: shard is missing (rerun the stage that makes it)")
+    if os.path.getsize(path) == 0:
+        raise TrainInputError(f"{path}: shard is empty (0 bytes)")
+    try:
+        with tarfile.open(path) as tar:
+            captions = sum(1 for m in tar if m.isfile() and m.name.endswith(".txt"))
+    except (tarfile.TarError, OSError) as error:
+        raise TrainInputError(f"{path}: shard is not a readable tar ({error})") from None
+    if captions < expected:
+        raise TrainInputError(f"{path}: shard holds {captions} captioned samples, its manifest says {expected}")
+
+
+def compact_urls(paths: tuple[str, ...]) -> list[str]:
+    """Shard paths -> brace patterns, one per run of consecutive numbers in a folder.
+
+    40k LAION shards spelled out one by one would overflow the kernel's argv limit.
+    """
+    patterns, run = [], []
+
+    def flush():
+        if run:
+            folder, width, first, last = run[0][0], run[0][1], run[0][2], run[-1][2]
+            if first == last:
+                patterns.append(f"{folder}/{first:0{width}d}.tar")
+            else:
+                patterns.append(f"{folder}/{{{first:0{width}d}..{last:0{width}d}}}.tar")
+            run.clear()
+
+    for path in paths:
+        folder, name = os.path.split(path)
+        match = re.fullmatch(r"(\d+)\.tar", name)
+        if not match:
+            flush()
+            patterns.append(path)
+            continue
+        entry = (folder, len(match.group(1)), int(match.group(1)))
+        if run and not (run[-1][0] == folder and run[-1][1] == entry[1] and run[-1][2] + 1 == entry[2]):
+            flush()
+        run.append(entry)
+    flush()
+    return patterns
+
+
+def data_arguments(real: ShardSet, synthetic: ShardSet | None, ratio: float) -> tuple[list[str], int]:
+    """--train-data etc. and the samples per epoch.
+
+    Real and synthetic shards form one resampled stream [choice, spec section 4].
+    open_clip picks a shard with probability proportional to its weight, so to
+    draw ``ratio`` synthetic samples per real one the synthetic shards weigh
+    ``ratio * real_samples / synthetic_samples`` against 1 for real shards. An
+    epoch is ``real_samples * (1 + ratio)`` samples: every real sample once on
+    average, plus its synthetic share (the paper's loss adds L(x*, p) to L(x, p)).
+    """
+    real_urls = compact_urls(real.paths)
+    if synthetic is None or ratio == 0:
+        return ["--train-data", "::".join(real_urls), "--dataset-resampled"], real.samples
+    synthetic_urls = compact_urls(synthetic.paths)
+    weight = ratio * real.samples / synthetic.samples
+    factors = ["1"] * len(real_urls) + [repr(weight)] * len(synthetic_urls)
+    args = ["--train-data", "::".join(real_urls + synthetic_urls), "--dataset-resampled",
+            "--train-data-upsampling-factors", "::".join(factors)]
+    return args, round(real.samples * (1 + ratio))
+
+
+def objective(settings: TrainSettings, rewrites_index: str | None) -> dict:
+    """What edsam.train.entry adds to open_clip_train for this run."""
+    if settings.method == "laclip" and not rewrites_index:
+        raise TrainInputError("LaCLIP needs a caption rewrite index (train.laclip.rewrites)")
+    return {
+        "perturbation": settings.regulariser if settings.regulariser in ("ada", "advstyle") else None,
+        "ada": settings.ada, "advstyle": settings.advstyle,
+        "slip": settings.slip if settings.method == "slip" else None,
+        "rewrites_index": rewrites_index if settings.method == "laclip" else None,
+        "seed": settings.seed,
+    }
+
+
+def openclip_arguments(settings: TrainSettings, data_args: list[str], samples_per_epoch: int, logs: Path,
+                       device: str, distributed: bool) -> list[str]:
+    args = [
+        "--model", settings.model, "--dataset-type", "webdataset", *data_args,
+        "--train-num-samples", str(samples_per_epoch), "--epochs", str(settings.epochs),
+        "--batch-size", str(settings.batch_size), "--lr", repr(settings.lr), "--wd", repr(settings.wd),
+        "--warmup", str(settings.warmup), "--workers", str(settings.workers), "--precision", settings.precision,
+        "--seed", str(settings.seed), "--device", device, "--logs", str(logs), "--name", RUN_NAME,
+        "--resume", "latest", "--save-most-recent", "--delete-previous-checkpoint", "--save-frequency", "1",
+        "--log-every-n-steps", str(settings.log_every_n_steps),
+    ]
+    if settings.regulariser == "masking":
+        args += ["--force-patch-dropout", repr(settings.masking_ratio)]
+    if distributed:
+        args += ["--local-loss", "--gather-with-grad"]
+    return args + list(settings.extra_args)
+
+
+def launch_command(entry_args: list[str], gpus: int, nodes: int) -> list[str]:
+    """1 process, torchrun on one node (G GPUs), or srun across N nodes (one task per GPU)."""
+    if nodes > 1:
+        return ["srun", f"--nodes={nodes}", f"--ntasks-per-node={max(gpus, 1)}", "--kill-on-bad-exit=1",
+                sys.executable, "-m", "edsam.train.entry", *entry_args]
+    if gpus > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+                "-m", "edsam.train.entry", *entry_args]
+    return [sys.executable, "-m", "edsam.train.entry", *entry_args]
+
+
+def launch_environment(nodes: int, master_port: int = 12802) -> dict:
+    """srun ranks rendezvous at the job's first node (open_clip_train reads SLURM_* and MASTER_*)."""
+    env = dict(os.environ)
+    if nodes > 1:
+        hosts = subprocess.run(["scontrol", "show", "hostnames", env["SLURM_JOB_NODELIST"]],
+                               check=True, capture_output=True, text=True).stdout.split()
+        env.update(MASTER_ADDR=hosts[0], MASTER_PORT=str(master_port))
+    return env
+
+
+def prepare_run_dir(logs: Path, resume_key: str) -> None:
+    """Let ``--resume latest`` continue only a run made with the same settings and data.
+
+    Snakemake reruns a job when its params or inputs change; open_clip_train
+    would then happily resume the old checkpoint. A run made under another key
+    is moved aside (not deleted: it may be someone's week of GPU time).
+    """
+    run, stamp = logs / RUN_NAME, logs / RUN_NAME / "edsam_resume_key.txt"
+    if run.exists() and (not stamp.exists() or stamp.read_text().strip() != resume_key):
+        aside = logs / f"{RUN_NAME}.superseded-{time.strftime('%Y%m%d-%H%M%S')}"
+        log.warning("%s was made with other settings or data: moved to %s, training from scratch", run, aside)
+        os.replace(run, aside)
+    run.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(resume_key + "\n")
+
+
+def read_epochs(logs: Path) -> list[dict]:
+    from edsam.train.entry import EPOCH_LOG
+
+    path = logs / RUN_NAME / EPOCH_LOG
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    latest = {}
+    for record in records:  # a resumed run may repeat an epoch that was cut off after logging
+        latest[record["epoch"]] = record
+    return [latest[e] for e in sorted(latest)]
+
+
+def export_model(checkpoint: Path, model: str, out_dir: Path) -> Path:
+    """Final training checkpoint -> open_clip local-dir folder (config + safetensors weights)."""
+    import torch
+    from open_clip.factory import get_model_config
+    from safetensors.torch import save_file
+
+    from edsam.train.objectives import clip_state_dict
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    weights = {k: v.contiguous() for k, v in clip_state_dict(state["state_dict"]).items()}
+    if model.startswith("local-dir:"):
+        config = json.loads((Path(model.removeprefix("local-dir:")) / "open_clip_config.json").read_text())
+    else:
+        config = {"model_cfg": get_model_config(model)}
+    tmp = out_dir.with_name(f".{out_dir.name}.part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(weights, tmp / "open_clip_model.safetensors")
+    (tmp / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    return out_dir / "open_clip_model.safetensors"
+
+
+def train(settings: TrainSettings, real_manifest: str, synthetic_manifest: str | None, out_dir: str | Path,
+          facts_path: str | Path, rewrites_index: str | None = None, gpus: int = 0, nodes: int = 1,
+          provenance: dict | None = None) -> dict:
+    """Check inputs, run open_clip_train (resuming if a checkpoint exists), export, write the facts JSON."""
+    out_dir, facts_path = Path(out_dir), Path(facts_path)
+    real = ShardSet.from_manifest(real_manifest)
+    synthetic = ShardSet.from_manifest(synthetic_manifest) if synthetic_manifest else None
+    if rewrites_index and settings.method == "laclip" and not os.path.isfile(rewrites_index):
+        raise TrainInputError(f"{rewrites_index}: caption rewrite index is missing")
+    data_args, samples_per_epoch = data_arguments(real, synthetic, settings.synthetic_ratio)
+    logs = out_dir / "open_clip"
+    inputs_digest = hashlib.sha256(b"".join(sha256_file(m).encode() for m in filter(None, [
+        real_manifest, synthetic_manifest, rewrites_index if settings.method == "laclip" else None]))).hexdigest()
+    prepare_run_dir(logs, f"{settings.digest(resumable=True)}-{inputs_digest[:16]}")
+    device = "cuda" if gpus > 0 else "cpu"
+    entry_args = ["--edsam-objective", json.dumps(objective(settings, rewrites_index))]
+    entry_args += openclip_arguments(settings, data_args, samples_per_epoch, logs, device,
+                                     distributed=gpus * nodes > 1)
+    command = launch_command(entry_args, gpus, nodes)
+    log.info("launching: %s", " ".join(command))
+    started = time.time()
+    subprocess.run(command, check=True, env=launch_environment(nodes))
+    seconds = time.time() - started
+    checkpoint = logs / RUN_NAME / "checkpoints" / f"epoch_{settings.epochs}.pt"
+    if not checkpoint.exists():
+        raise RuntimeError(f"{checkpoint}: open_clip_train finished without its final checkpoint")
+    weights = export_model(checkpoint, settings.model, out_dir / "model")
+    epochs = read_epochs(logs)
+    facts = {
+        "settings": asdict(settings), "config_hash": settings.digest(), "seed": settings.seed,
+        "real_manifest": real_manifest, "real_samples": real.samples, "real_shards": len(real.paths),
+        "synthetic_manifest": synthetic_manifest, "synthetic_samples": synthetic.samples if synthetic else 0,
+        "synthetic_manifest_sha256": sha256_file(synthetic_manifest) if synthetic_manifest else None,
+        "samples_per_epoch": samples_per_epoch, "epochs": len(epochs),
+        "samples_seen": sum(e["samples"] for e in epochs), "wall_seconds_this_run": round(seconds, 1),
+        "train_seconds": round(sum(e["seconds"] for e in epochs), 1),
+        "first_epoch_loss": epochs[0]["mean_loss"] if epochs else None,
+        "final_loss": epochs[-1]["mean_loss"] if epochs else None, "epoch_log": epochs,
+        "model_dir": str(out_dir / "model"), "weights_sha256": sha256_file(weights),
+        "gpus": gpus, "nodes": nodes, "provenance": provenance or {},
+    }
+    write_json_atomic(facts_path, facts)
+    return facts

@@ -1,0 +1,127 @@
+"""The evaluation stage: clip_benchmark zero-shot and linear probe (on CPU), fine-tuning, bad benchmark roots."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import open_clip
+import pytest
+import webdataset as wds
+from safetensors.torch import save_file
+
+from conftest import REPO
+from edsam.corpus import CLASSNAMES, CorpusSpec, build_corpus, png_bytes, render_sample
+from edsam.evaluate.benchmarks import BenchmarkError, check_benchmark, package_corpus_domain
+from edsam.evaluate.run import evaluate, results_frame
+from edsam.train.run import TrainSettings, train
+
+TINY_RN = f"local-dir:{REPO / 'models' / 'tiny-clip-rn'}"
+SETTINGS = {"batch_size": 100, "workers": 0, "seed": 0, "linear_probe": {"epochs": 3, "lr": 0.1},
+            "finetune": {"epochs": 1, "lr": 1e-4, "batch_size": 50, "workers": 0}}
+
+
+@pytest.fixture(scope="module")
+def benchmarks(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    spec = CorpusSpec(seed=5, image_size=64, train_per_class=10, heldout_train_per_class=10, test_per_class=20,
+                      domains=("photo", "sketch"))
+    build_corpus(spec, root / "corpus")
+    for domain in ("photo", "sketch"):
+        package_corpus_domain(root / "corpus", domain, root / domain, per_shard=150)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny CLIP trained on photo pairs captioned with the zero-shot prompt (so it should beat chance)."""
+    root = tmp_path_factory.mktemp("trained")
+    spec = CorpusSpec(seed=6, image_size=64, train_per_class=60)
+    (root / "shards").mkdir()
+    with wds.TarWriter(str(root / "shards" / "00000.tar")) as sink:
+        for index in range(600):
+            image, row = render_sample(spec, "photo", "train", index)
+            sink.write({"__key__": row["key"], "png": png_bytes(image), "txt": f"a photo of a {row['classname']}."})
+    (root / "manifest.json").write_text(json.dumps({"shards": [{"tar": "shards/00000.tar", "successes": 600}]}))
+    settings = TrainSettings(model=TINY_RN, epochs=6, batch_size=50, lr=5e-4, wd=0.05, warmup=5, workers=0,
+                             precision="fp32", log_every_n_steps=50)
+    train(settings, str(root / "manifest.json"), None, root / "run", root / "run" / "train.json")
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def random_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("random")
+    model = open_clip.create_model(TINY_RN)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, root / "open_clip_model.safetensors")
+    shutil.copy(REPO / "models" / "tiny-clip-rn" / "open_clip_config.json", root)
+    return root
+
+
+def test_packaged_domain_has_clip_benchmark_layout(benchmarks):
+    meta = check_benchmark(benchmarks / "photo", ("train", "test"))
+    assert meta["classnames"] == list(CLASSNAMES) and all("{c}" in t for t in meta["templates"])
+    assert (benchmarks / "photo" / "test" / "nshards.txt").read_text().strip() == "2"  # 200 test images / 150
+
+
+def test_zero_shot_separates_a_trained_model_from_a_random_one(benchmarks, trained, random_model, tmp_path):
+    good = evaluate("zeroshot_classification", "wds/photo", str(benchmarks / "photo"), str(trained / "model"),
+                    tmp_path / "good.json", SETTINGS, train_facts=str(trained / "train.json"))
+    bad = evaluate("zeroshot_classification", "wds/photo", str(benchmarks / "photo"), str(random_model),
+                   tmp_path / "bad.json", SETTINGS)
+    assert good["metrics"]["acc1"] >= 0.14, good["metrics"]  # chance is 0.10 (200 test images)
+    assert bad["metrics"]["acc1"] <= 0.12, bad["metrics"]
+    assert good["train"]["config_hash"] and good["checkpoint_sha256"] != bad["checkpoint_sha256"]
+
+
+def test_linear_probe_runs_on_cpu_with_a_cache_per_checkpoint(benchmarks, trained, random_model, tmp_path):
+    results = [evaluate("linear_probe", "wds/sketch", str(benchmarks / "sketch"), str(model), tmp_path / f"{i}.json",
+                        SETTINGS) for i, model in enumerate((trained / "model", random_model))]
+    for result in results:
+        assert 0 <= result["metrics"]["lp_acc1"] <= 1
+    caches = {p.parent.name for p in tmp_path.glob(".*.work/*/features")}
+    assert caches == {r["checkpoint_sha256"][:16] for r in results}
+
+
+def test_finetune_trains_encoder_and_head(benchmarks, trained, tmp_path):
+    result = evaluate("finetune", "wds/photo", str(benchmarks / "photo"), str(trained / "model"), tmp_path / "ft.json",
+                      SETTINGS)
+    metrics = result["metrics"]
+    assert len(metrics["epoch_losses"]) == 1 and metrics["epoch_losses"][0] == metrics["epoch_losses"][0]
+    assert 0 <= metrics["acc1"] <= 1 and "acc1" in metrics["before_finetune"]
+
+
+def test_results_round_trip_into_pandas(benchmarks, trained, tmp_path):
+    paths = []
+    for task in ("zeroshot_classification", "linear_probe"):
+        paths.append(tmp_path / f"{task}.json")
+        evaluate(task, "wds/photo", str(benchmarks / "photo"), str(trained / "model"), paths[-1], SETTINGS,
+                 train_facts=str(trained / "train.json"))
+    frame = results_frame(paths)
+    stored = json.loads(paths[0].read_text())["metrics"]["acc1"]
+    assert frame[(frame.task == "zeroshot_classification") & (frame.metric == "acc1")].value.item() == stored
+    assert set(frame.task) == {"zeroshot_classification", "linear_probe"}
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda root: shutil.rmtree(root), "benchmark root does not exist"),
+    (lambda root: (root / "test" / "1.tar").unlink(), "shard missing"),
+    (lambda root: (root / "classnames.txt").write_text("\n".join(CLASSNAMES[:5])), "class-count mismatch"),
+    (lambda root: (root / "zeroshot_classification_templates.txt").write_text("a photo\n"), "needs '{c}'"),
+    (lambda root: (root / "test" / "nshards.txt").unlink(), "nshards.txt: missing"),
+])
+def test_bad_benchmark_roots_fail_with_the_file_named(benchmarks, random_model, tmp_path, damage, message):
+    root = tmp_path / "photo"
+    shutil.copytree(benchmarks / "photo", root)
+    damage(root)
+    with pytest.raises(BenchmarkError, match=message):
+        evaluate("zeroshot_classification", "wds/photo", str(root), str(random_model), tmp_path / "r.json", SETTINGS)
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_cli_exits_1_on_a_missing_root(random_model, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "edsam", "evaluate", "--task", "zeroshot_classification",
+                             "--benchmark", "wds/x", "--root", str(tmp_path / "nowhere"), "--model-dir",
+                             str(random_model), "--settings", json.dumps(SETTINGS), "--out", str(tmp_path / "o.json")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "nowhere: benchmark root does not exist" in result.stderr

@@ -1,0 +1,59 @@
+# CLIP training with open_clip_train (through edsam.train.entry, which plugs in
+# the paper's variants). One job per run:
+#   results/train/<dataset>/<model>/<method>-<regulariser>/<data>/
+# method: clip | laclip | slip; regulariser: none | masking | ada | advstyle;
+# data: real, or <ldm>-<transform>-rho<rho>-m<M> (that augmentation's shards mixed in).
+# open_clip's logs and checkpoints (open_clip/) are deliberately not declared
+# outputs: Snakemake would delete them before a rerun, and a killed run resumes
+# from them (--resume latest).
+
+
+rule laclip_rewrites:
+    input:
+        lambda wildcards: manifest(wildcards.dataset),
+    output:
+        f"{RESULTS}/laclip/{{dataset}}/rewrites.csv",
+    log:
+        f"{LOGS}/laclip/{{dataset}}/rewrites.log",
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m edsam laclip-rewrites --manifest {input:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule laclip_index:
+    input:
+        rewrites_csv,
+    output:
+        f"{RESULTS}/laclip/{{dataset}}/rewrites.sqlite",
+    log:
+        f"{LOGS}/laclip/{{dataset}}/index.log",
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m edsam laclip-index --rewrites {input:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule train_clip:
+    input:
+        unpack(train_inputs),
+    output:
+        weights=f"{RESULTS}/train/{TRAIN_RUN}/model/open_clip_model.safetensors",
+        facts=f"{RESULTS}/train/{TRAIN_RUN}/train.json",
+    params:
+        run_dir=lambda wildcards: train_run_dir(wildcards),
+        synthetic=lambda wildcards, input: ["--synthetic-manifest", input.synthetic] if input.synthetic else [],
+        rewrites=lambda wildcards, input: ["--rewrites-index", input.rewrites] if "rewrites" in input.keys() else [],
+        settings=lambda wildcards: json.dumps(train_settings(wildcards)),
+    log:
+        f"{LOGS}/train/{TRAIN_RUN}.log",
+    threads: lambda wildcards: max(1, config["train"]["workers"] + 1)
+    resources:
+        gpus=config["train"]["gpus"],
+        nodes=config["train"]["nodes"],
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m edsam train --real-manifest {input.real:q} {params.synthetic:q} {params.rewrites:q}"
+        " --settings {params.settings:q} --gpus {resources.gpus} --nodes {resources.nodes}"
+        " --out {params.run_dir:q} --facts {output.facts:q} > {log:q} 2>&1"

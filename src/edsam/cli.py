@@ -205,6 +205,14 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_table(args) -> int:
+    from edsam.report.tables import ReportMapping, write_table
+
+    frame = write_table(args.paper, args.table, ReportMapping.from_config(json.loads(args.mapping)), args.csv, args.md)
+    print(frame.status.value_counts().to_string())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edsam", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -319,6 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--settings", required=True)
     evaluate.add_argument("--out", required=True)
     evaluate.set_defaults(func=_cmd_evaluate)
+
+    table = sub.add_parser("table", help="one paper table: our results beside the published numbers")
+    table.add_argument("--table", type=int, required=True, choices=range(1, 9))
+    table.add_argument("--paper", required=True, help="data/paper_values.csv")
+    table.add_argument("--mapping", required=True, help="the config's report block (+ augment rho/m, results_dir)")
+    table.add_argument("--csv", required=True)
+    table.add_argument("--md", required=True)
+    table.set_defaults(func=_cmd_table)
     return parser
 
 

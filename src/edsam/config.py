@@ -93,6 +93,12 @@ def cross_check(config: dict) -> list[str]:
     for key, name in named:
         if name not in benchmarks:
             lines.append(f"config key '{key}': {name!r} is not a key of evaluate.benchmarks {sorted(benchmarks)}")
+    report = config.get("report", {})
+    for block, targets in (("datasets", config.get("datasets", {})), ("models", train.get("models", {})),
+                           ("benchmarks", benchmarks)):
+        for paper, ours in report.get(block, {}).items():
+            if ours not in targets:
+                lines.append(f"config key 'report.{block}.{paper}': {ours!r} is not one of {sorted(targets)}")
     return lines
 
 

@@ -55,6 +55,7 @@ wildcard_constraints:
     data=r"real|(pretrained|retrained)-(edsam|random)-rho\d+(\.\d+)?-m\d+",
     benchmark="|".join(map(re.escape, config["evaluate"]["benchmarks"])) or "no-benchmarks",
     task="zeroshot_classification|linear_probe|finetune",
+    table=r"[1-8]",
 
 
 def corpus_dir():
@@ -279,3 +280,15 @@ def evaluation_targets(run_dir):
     targets = [f"{run}/{b}/zeroshot_classification.json" for b in dict.fromkeys([primary, *evaluate["zeroshot"]])]
     targets += [f"{run}/{b}/linear_probe.json" for b in dict.fromkeys([primary, *evaluate["linear_probe"]])]
     return targets + [f"{run}/{primary}/finetune.json"]
+
+
+# ---------------------------------------------------------------- report
+PAPER_VALUES = os.path.join(workflow.basedir, "data", "paper_values.csv")
+
+
+def table_inputs(wildcards):
+    """Exactly the result JSONs one table needs under this config."""
+    from edsam.report.tables import ReportMapping, load_paper_values, required_results
+
+    paper = load_paper_values(PAPER_VALUES)
+    return required_results(paper, int(wildcards.table), ReportMapping.from_config(config))

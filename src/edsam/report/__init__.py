@@ -1,0 +1,1 @@
+"""Report stage: the paper tables beside the published numbers."""

@@ -1,0 +1,151 @@
+"""The paper's tables 1-8, rebuilt from our result JSONs beside the published numbers.
+
+``data/paper_values.csv`` holds every published cell (table, dataset, model,
+method, regulariser, data, benchmark, task, value). A table is rebuilt cell by
+cell: each paper cell is translated into the run, benchmark and task of *this*
+config (``report`` block: which of our datasets, models and benchmarks stand
+for the paper's, and which rho / M values are run), and its result JSON is
+read if it exists. A cell the config does not translate says
+``not covered``; one whose result is missing says ``not run``. Nothing is
+filled in by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+TABLES = tuple(range(1, 9))
+# Which metric of a result JSON is the table's number, per task (clip_benchmark's names).
+METRIC = {"zeroshot_classification": "acc1", "linear_probe": "lp_acc1", "finetune": "acc1"}
+TASK_LABEL = {"zeroshot_classification": "ZS", "linear_probe": "LP", "finetune": "FT"}
+DATA_PATTERN = re.compile(r"(?P<ldm>pretrained|retrained)-(?P<transform>edsam|random)-rho(?P<rho>[\d.]+)-m(?P<m>\d+)")
+
+
+@dataclass(frozen=True)
+class ReportMapping:
+    """How the paper's cells map onto this config's experiments."""
+
+    datasets: dict  # paper dataset -> our dataset
+    models: dict  # paper model (vit-b-16, rn50) -> a key of train.models
+    benchmarks: dict  # paper benchmark (imagenet1k, stl10, ...) -> a key of evaluate.benchmarks
+    rho_values: dict = field(default_factory=dict)  # paper rho -> our rho
+    m_values: dict = field(default_factory=dict)  # paper M -> our M (0 = real data only)
+    results_dir: str = "results"
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ReportMapping":
+        """From a full config, or the ``report`` block plus ``augment`` {rho, m} and ``results_dir``."""
+        report = config.get("report", config)
+        rho_values = {float(k): float(v) for k, v in report["rho_values"].items()}
+        m_values = {int(k): int(v) for k, v in report["m_values"].items()}
+        rho_values.setdefault(0.5, float(config["augment"]["rho"]))  # the paper's default ED-SAM cell
+        m_values.setdefault(10, int(config["augment"]["m"]))
+        return cls(dict(report["datasets"]), dict(report["models"]), dict(report["benchmarks"]), rho_values,
+                   m_values, config["results_dir"])
+
+    def data(self, paper_data: str) -> str | None:
+        """A paper cell's data (real, or <ldm>-<transform>-rho<rho>-m<M>) in this config's terms."""
+        if paper_data == "real":
+            return "real"
+        match = DATA_PATTERN.fullmatch(paper_data)
+        rho, m = self.rho_values.get(float(match["rho"])), self.m_values.get(int(match["m"]))
+        if rho is None or m is None:
+            return None
+        return "real" if m == 0 else f"{match['ldm']}-{match['transform']}-rho{rho:g}-m{m}"
+
+    def result_path(self, cell) -> str | None:
+        """Where this config writes the result for a paper cell, or None if it does not cover it."""
+        dataset, model = self.datasets.get(cell["dataset"]), self.models.get(cell["model"])
+        benchmark, data = self.benchmarks.get(cell["benchmark"]), self.data(cell["data"])
+        if None in (dataset, model, benchmark, data):
+            return None
+        run = f"{dataset}/{model}/{cell['method']}-{cell['regulariser']}/{data}"
+        return f"{self.results_dir}/eval/{run}/{benchmark}/{cell['task']}.json"
+
+
+def load_paper_values(path: str | Path) -> pd.DataFrame:
+    frame = pd.read_csv(path, comment="#")
+    expected = ["table", "dataset", "model", "method", "regulariser", "data", "benchmark", "task", "value"]
+    if list(frame.columns) != expected:
+        raise ValueError(f"{path}: columns {list(frame.columns)}, expected {expected}")
+    return frame
+
+
+def required_results(paper: pd.DataFrame, table: int, mapping: ReportMapping) -> list[str]:
+    """Every result JSON a table needs under this config (what its Snakemake target requests)."""
+    cells = paper[paper.table == table]
+    return sorted({p for p in (mapping.result_path(c) for _, c in cells.iterrows()) if p})
+
+
+def _our_value(path: str | None, task: str) -> tuple[float | None, str]:
+    if path is None:
+        return None, "not covered"
+    if not Path(path).exists():
+        return None, "not run"
+    metrics = json.loads(Path(path).read_text())["metrics"]
+    return 100.0 * float(metrics[METRIC[task]]), "ok"
+
+
+def build_table(paper: pd.DataFrame, table: int, mapping: ReportMapping) -> pd.DataFrame:
+    """One row per paper cell: the paper's number, ours (same cell, this config), their difference, status."""
+    rows = []
+    for _, cell in paper[paper.table == table].iterrows():
+        path = mapping.result_path(cell)
+        ours, status = _our_value(path, cell["task"])
+        rows.append({
+            "table": table, "dataset": cell["dataset"], "model": cell["model"], "method": cell["method"],
+            "regulariser": cell["regulariser"], "data": cell["data"], "benchmark": cell["benchmark"],
+            "task": cell["task"], "our_run": _run_of(path), "our_data": mapping.data(cell["data"]),
+            "paper": float(cell["value"]), "ours": ours,
+            "difference": None if ours is None else round(ours - float(cell["value"]), 2), "status": status,
+            "result": path,
+        })
+    return pd.DataFrame(rows)
+
+
+def _run_of(path: str | None) -> str | None:
+    return None if path is None else "/".join(Path(path).parts[-6:-2])
+
+
+def to_markdown(frame: pd.DataFrame, table: int) -> str:
+    """Rows = (dataset, model, method, regulariser, data); one column per (benchmark, task): ours / paper."""
+    if frame.empty:
+        return f"# Table {table}\n\n(no cells)\n"
+    keys = ["dataset", "model", "method", "regulariser", "data"]
+    columns = list(dict.fromkeys(zip(frame.benchmark, frame.task)))
+    header = keys + [f"{b} {TASK_LABEL[t]}" for b, t in columns]
+    lines = [f"# Table {table}: ours / paper (difference)", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, group in frame.groupby(keys, sort=False):
+        cells = {(r.benchmark, r.task): r for r in group.itertuples()}
+        values = [_format(cells.get(c)) for c in columns]
+        lines.append("| " + " | ".join(list(key) + values) + " |")
+    counts = frame.status.value_counts().to_dict()
+    lines += ["", f"Cells: {len(frame)}; " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + ".",
+              "Ours: this config's runs (see `our_run` in the CSV); paper: `data/paper_values.csv`."]
+    return "\n".join(lines) + "\n"
+
+
+def _format(row) -> str:
+    if row is None:
+        return ""
+    if row.status != "ok":
+        return f"{row.status} / {row.paper:.2f}"
+    return f"{row.ours:.2f} / {row.paper:.2f} ({row.difference:+.2f})"
+
+
+def write_table(paper_values: str | Path, table: int, mapping: ReportMapping, csv_out: str | Path,
+                md_out: str | Path) -> pd.DataFrame:
+    from edsam.fileio import atomic_path
+
+    frame = build_table(load_paper_values(paper_values), table, mapping)
+    with atomic_path(csv_out) as tmp:
+        frame.to_csv(tmp, index=False)
+    with atomic_path(md_out) as tmp:
+        tmp.write_text(to_markdown(frame, table))
+    return frame

@@ -1,0 +1,99 @@
+"""The report stage's tables: the published values file, cell mapping, and tables built from fixture results."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, snakemake
+from edsam.config import load_config
+from edsam.report.tables import (ReportMapping, build_table, load_paper_values, required_results, to_markdown,
+                                 write_table)
+
+PAPER = REPO / "data" / "paper_values.csv"
+# cells per table: rows x datasets x columns, as printed in the paper
+SHAPES = {1: 5 * 2 * 3, 2: 6 * 2 * 3, 3: 3 * 2 * 3, 4: 3 * 2 * 3, 5: (3 * 2 + 2 * 2) * 2 * 3 - 12, 6: 10 * 3 * 3,
+          7: 4 * 6, 8: 4 * 2 * 3}
+
+
+def test_paper_values_match_the_tables_shapes():
+    paper = load_paper_values(PAPER)
+    assert paper.groupby("table").size().to_dict() == SHAPES
+    assert paper.value.between(10, 100).all()
+    assert set(paper.task) == {"zeroshot_classification", "linear_probe", "finetune"}
+    assert not paper.duplicated(["table", "dataset", "model", "method", "regulariser", "data", "benchmark", "task"]).any()
+    # the same experiment is quoted alike in every table (CLIP on CC3M: 17.10 / 53.50 / 79.50)
+    clip = paper[(paper.dataset == "cc3m") & (paper.method == "clip") & (paper.regulariser == "none")
+                 & (paper.data == "real") & (paper.model == "vit-b-16")]
+    assert clip.groupby("task").value.nunique().eq(1).all()
+    assert clip[clip.task == "zeroshot_classification"].value.iloc[0] == 17.10
+
+
+@pytest.fixture
+def mapping(tmp_path):
+    return ReportMapping(datasets={"cc3m": "demo"}, models={"vit-b-16": "tiny-vit"}, benchmarks={"imagenet1k": "photo"},
+                         rho_values={0.5: 0.5, 0.2: 0.2}, m_values={10: 2, 0: 0}, results_dir=str(tmp_path))
+
+
+def test_cells_translate_into_this_configs_runs(mapping, tmp_path):
+    assert mapping.data("pretrained-edsam-rho0.5-m10") == "pretrained-edsam-rho0.5-m2"
+    assert mapping.data("retrained-random-rho0.2-m10") == "retrained-random-rho0.2-m2"
+    assert mapping.data("pretrained-edsam-rho0.7-m10") is None  # rho 0.7 not run here
+    assert mapping.data("pretrained-edsam-rho0.5-m3") is None
+    cell = {"dataset": "cc3m", "model": "vit-b-16", "method": "slip", "regulariser": "ada", "data": "real",
+            "benchmark": "imagenet1k", "task": "linear_probe"}
+    assert mapping.result_path(cell) == f"{tmp_path}/eval/demo/tiny-vit/slip-ada/real/photo/linear_probe.json"
+    assert mapping.result_path({**cell, "dataset": "cc12m"}) is None
+
+
+def _result(path, **metrics):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"metrics": metrics}))
+
+
+def test_table_from_fixture_results_with_missing_cells(mapping, tmp_path):
+    paper = load_paper_values(PAPER)
+    run = tmp_path / "eval/demo/tiny-vit/clip-none"
+    _result(run / "real/photo/zeroshot_classification.json", acc1=0.25, acc5=0.7)
+    _result(run / "pretrained-edsam-rho0.5-m2/photo/linear_probe.json", lp_acc1=0.5)
+    frame = build_table(paper, 3, mapping)
+    ok = frame[frame.status == "ok"].set_index(["data", "task"])
+    assert ok.loc[("real", "zeroshot_classification"), "ours"] == pytest.approx(25.0)
+    assert ok.loc[("real", "zeroshot_classification"), "difference"] == pytest.approx(25.0 - 17.10)
+    assert ok.loc[("pretrained-edsam-rho0.5-m10", "linear_probe"), "ours"] == pytest.approx(50.0)
+    assert (frame[frame.dataset == "cc12m"].status == "not covered").all()
+    assert frame.status.value_counts().to_dict() == {"not covered": 9, "not run": 7, "ok": 2}
+    markdown = to_markdown(frame, 3)
+    assert "25.00 / 17.10 (+7.90)" in markdown and "not covered / 36.50" in markdown
+    assert set(required_results(paper, 3, mapping)) == set(frame.result.dropna())
+
+
+def test_write_table_round_trips_through_csv(mapping, tmp_path):
+    _result(tmp_path / "eval/demo/tiny-vit/clip-none/real/photo/finetune.json", acc1=0.9)
+    frame = write_table(PAPER, 4, mapping, tmp_path / "t4.csv", tmp_path / "t4.md")
+    again = pd.read_csv(tmp_path / "t4.csv")
+    assert len(again) == len(frame) == SHAPES[4] and (again.status == "ok").sum() == 1
+    assert (tmp_path / "t4.md").read_text().startswith("# Table 4")
+
+
+def test_bad_paper_values_file_is_named(tmp_path):
+    (tmp_path / "p.csv").write_text("table,value\n1,2\n")
+    with pytest.raises(ValueError, match="p.csv: columns"):
+        load_paper_values(tmp_path / "p.csv")
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "config.yaml"])
+def test_every_table_maps_onto_the_shipped_configs(name):
+    config = load_config(REPO / "config" / name)
+    mapping = ReportMapping.from_config(config)
+    paper = load_paper_values(PAPER)
+    for table in range(1, 9):
+        assert required_results(paper, table, mapping), f"table {table} covers no cell under {name}"
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("target", ["table1", "table6", "all_tables"])
+def test_table_targets_build_their_dags(workdir, target):
+    result = snakemake("-n", target, "--configfile", str(REPO / "config" / "demo.yaml"), cwd=workdir)
+    assert "rule table:" in result.stdout and "train_clip" in result.stdout

@@ -9,6 +9,9 @@ from snakemake.utils import min_version
 min_version("9.19")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/download.smk"

@@ -97,3 +97,20 @@ def test_every_table_maps_onto_the_shipped_configs(name):
 def test_table_targets_build_their_dags(workdir, target):
     result = snakemake("-n", target, "--configfile", str(REPO / "config" / "demo.yaml"), cwd=workdir)
     assert "rule table:" in result.stdout and "train_clip" in result.stdout
+
+
+def test_plots_are_drawn_from_tables_and_results(mapping, tmp_path):
+    from PIL import Image
+
+    from edsam.report.plots import plot_domains, plot_versus
+
+    run = tmp_path / "eval/demo/tiny-vit/clip-none"
+    _result(run / "pretrained-edsam-rho0.5-m2/photo/zeroshot_classification.json", acc1=0.3)
+    _result(run / "pretrained-edsam-rho0.2-m2/photo/zeroshot_classification.json", acc1=0.2)
+    write_table(PAPER, 1, mapping, tmp_path / "t1.csv", tmp_path / "t1.md")
+    plot_versus(tmp_path / "t1.csv", "rho", tmp_path / "t1.png")
+    _result(run / "real/sketch/zeroshot_classification.json", acc1=0.12)
+    plot_domains(sorted(run.glob("*/*/zeroshot_classification.json")), tmp_path / "domains.png")
+    for name in ("t1.png", "domains.png"):
+        with Image.open(tmp_path / name) as image:
+            assert image.format == "PNG" and image.size[0] > 400

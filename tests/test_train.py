@@ -33,7 +33,7 @@ def shards(tmp_path_factory):
 
 
 def settings(**overrides):
-    values = dict(model=TINY_VIT, epochs=3, batch_size=32, lr=2e-3, wd=0.0, warmup=2, workers=1, precision="fp32",
+    values = dict(model=TINY_VIT, epochs=2, batch_size=32, lr=2e-3, wd=0.0, warmup=2, workers=0, precision="fp32",
                   log_every_n_steps=5, ada={"steps": 1}, slip={"hidden_dim": 64, "embed_dim": 32})
     return TrainSettings(**{**values, **overrides})
 
@@ -64,11 +64,11 @@ def test_variant_trains_and_loss_falls(shards, rewrite_index, tmp_path, variant)
     synthetic = variant.pop("synthetic", False)
     facts = run(shards, tmp_path, synthetic=synthetic, rewrites=str(rewrite_index), **variant)
     losses = [e["mean_loss"] for e in facts["epoch_log"]]
-    assert len(losses) == 3 and all(loss == loss and loss < 1e4 for loss in losses)  # finite
+    assert len(losses) == 2 and all(loss == loss and loss < 1e4 for loss in losses)  # finite
     assert losses[-1] < losses[0]
     assert facts["samples_per_epoch"] == (380 if synthetic else 190)
     model = open_clip.create_model(f"local-dir:{tmp_path / 'model'}")  # exported weights load as plain open_clip
-    saved = torch.load(tmp_path / "open_clip" / "run" / "checkpoints" / "epoch_3.pt", weights_only=True)
+    saved = torch.load(tmp_path / "open_clip" / "run" / "checkpoints" / "epoch_2.pt", weights_only=True)
     assert torch.equal(model.logit_scale.detach(), clip_state_dict(saved["state_dict"])["logit_scale"])
 
 

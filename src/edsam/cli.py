@@ -213,6 +213,20 @@ def _cmd_table(args) -> int:
     return 0
 
 
+def _cmd_plot_versus(args) -> int:
+    from edsam.report.plots import plot_versus
+
+    plot_versus(args.table_csv, args.knob, args.out)
+    return 0
+
+
+def _cmd_plot_domains(args) -> int:
+    from edsam.report.plots import plot_domains
+
+    plot_domains(args.results, args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edsam", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -335,6 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--csv", required=True)
     table.add_argument("--md", required=True)
     table.set_defaults(func=_cmd_table)
+
+    versus = sub.add_parser("plot-versus", help="accuracy against rho (Table 1) or M (Table 2)")
+    versus.add_argument("--table-csv", required=True)
+    versus.add_argument("--knob", required=True, choices=["rho", "m"])
+    versus.add_argument("--out", required=True)
+    versus.set_defaults(func=_cmd_plot_versus)
+
+    domains = sub.add_parser("plot-domains", help="zero-shot accuracy per benchmark (domain), one bar per run")
+    domains.add_argument("--out", required=True)
+    domains.add_argument("results", nargs="+", help="zero-shot result JSONs")
+    domains.set_defaults(func=_cmd_plot_domains)
     return parser
 
 

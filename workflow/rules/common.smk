@@ -242,6 +242,8 @@ def all_targets():
             targets += [facts, *evaluation_targets(os.path.dirname(facts))]
     if any(config["datasets"][d]["source"] == "corpus" for d in DATASETS):
         targets.append(f"{RESULTS}/ldm/fidelity/pretrained.json")
+    if zeroshot_domain_results():
+        targets.append(f"{RESULTS}/plots/zeroshot_domains.png")
     return targets
 
 
@@ -292,3 +294,12 @@ def table_inputs(wildcards):
 
     paper = load_paper_values(PAPER_VALUES)
     return required_results(paper, int(wildcards.table), ReportMapping.from_config(config))
+
+
+def zeroshot_domain_results(wildcards=None):
+    """Zero-shot results of the default runs on every zero-shot benchmark (the per-domain figure)."""
+    evaluate = config["evaluate"]
+    names = list(dict.fromkeys([evaluate["primary"], *evaluate["zeroshot"]])) if evaluate["benchmarks"] else []
+    runs = [os.path.dirname(f).replace(f"{RESULTS}/train/", f"{RESULTS}/eval/", 1)
+            for d in DATASETS for f in default_train_targets(d)]
+    return [f"{run}/{name}/zeroshot_classification.json" for run in runs for name in names]

@@ -8,7 +8,7 @@ rule table:
         results=table_inputs,
         paper=PAPER_VALUES,
     output:
-        csv=f"{RESULTS}/tables/table{{table}}.csv",
+        csv=report(f"{RESULTS}/tables/table{{table}}.csv", caption="../report/table.rst", category="Tables"),
         md=f"{RESULTS}/tables/table{{table}}.md",
     params:
         mapping=lambda wildcards: json.dumps(
@@ -36,4 +36,39 @@ for number in range(1, 9):
 rule all_tables:
     input:
         expand(f"{RESULTS}/tables/table{{table}}.md", table=range(1, 9)),
+        expand(f"{RESULTS}/plots/table{{table}}_accuracy.png", table=(1, 2)),
     localrule: True
+
+
+rule plot_versus:
+    input:
+        f"{RESULTS}/tables/table{{table}}.csv",
+    output:
+        report(
+            f"{RESULTS}/plots/table{{table}}_accuracy.png",
+            caption="../report/plot_versus.rst",
+            category="Figures",
+        ),
+    wildcard_constraints:
+        table="[12]",
+    params:
+        knob=lambda wildcards: {"1": "rho", "2": "m"}[wildcards.table],
+    log:
+        f"{LOGS}/plots/table{{table}}.log",
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m edsam plot-versus --table-csv {input:q} --knob {params.knob} --out {output:q} > {log:q} 2>&1"
+
+
+rule plot_domains:
+    input:
+        zeroshot_domain_results,
+    output:
+        report(f"{RESULTS}/plots/zeroshot_domains.png", caption="../report/plot_domains.rst", category="Figures"),
+    log:
+        f"{LOGS}/plots/zeroshot_domains.log",
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m edsam plot-domains --out {output:q} {input:q} > {log:q} 2>&1"

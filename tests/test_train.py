@@ -122,6 +122,11 @@ def test_cli_reports_a_missing_shard_and_exits_1(shards, tmp_path):
     assert result.returncode == 1 and "00002.tar: shard is missing" in result.stderr
 
 
+def test_masking_a_resnet_is_refused(shards, tmp_path):
+    with pytest.raises(TrainInputError, match="needs a ViT"):
+        run(shards, tmp_path, model=TINY_RN, regulariser="masking")
+
+
 def test_laclip_without_an_index_is_refused(shards, tmp_path):
     with pytest.raises(TrainInputError, match="rewrite"):
         run(shards, tmp_path, method="laclip")

@@ -37,6 +37,10 @@ def write_config(path, ldm=None, **corpus):
     config["train"]["models"] = {k: f"local-dir:{REPO / v.removeprefix('local-dir:')}"
                                  for k, v in config["train"]["models"].items()}
     config["train"].update(epochs=1, batch_size=16, log_every_n_steps=1)
+    config["corpus"].update(test_per_class=3, heldout_train_per_class=2)
+    config["evaluate"].update(zeroshot=["photo", "sketch"], linear_probe=["photo"], batch_size=50)
+    config["evaluate"]["probe"].update(epochs=2)
+    config["evaluate"]["finetune"].update(epochs=1, batch_size=16)
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -109,7 +113,7 @@ def test_demo_end_to_end(workdir, test_ldm):
     fidelity = json.loads((workdir / "results/ldm/fidelity/pretrained.json").read_text())
     assert 0 <= fidelity["edsam"]["0.5"] <= 1 and (workdir / "results/ldm/fidelity/pretrained.png").exists()
     for data, per_epoch in (("real", 50), ("pretrained-edsam-rho0.5-m2", 100)):  # CLIP and ED-SAM trainings
-        facts = json.loads((workdir / f"results/train/demo/tiny-rn/clip-none/{data}/train.json").read_text())
+        facts = json.loads((workdir / f"results/train/demo/tiny-vit/clip-none/{data}/train.json").read_text())
         assert facts["samples_per_epoch"] == per_epoch and facts["epochs"] == 1
         assert facts["provenance"]["data"] == data and facts["final_loss"] == facts["final_loss"]
 
@@ -120,8 +124,9 @@ def test_demo_end_to_end(workdir, test_ldm):
 
 def test_download_failure_is_reported_and_stops_the_rule(workdir):
     config = write_config(workdir / "demo.yaml", train_per_class=1, broken={"missing": 5})
-    # the download must fail before anything downstream is attempted
-    result = snakemake("--cores", "1", "--configfile", str(config), cwd=workdir, check=False)
+    # the download must fail before anything downstream of it is attempted
+    result = snakemake("results/download/demo/report.tsv", "--cores", "1", "--configfile", str(config),
+                       cwd=workdir, check=False)
     assert result.returncode != 0
     log = (workdir / "results/logs/download/demo.log").read_text()
     assert "below download.min_success_rate=0.9" in log and "404" in log

@@ -122,10 +122,23 @@ def ldm_train_settings(kind):
             "resolution": config["augment"]["resolution"]}
 
 
+def bundled(path):
+    """A relative path that is not in the working directory but ships with the repo (models/...)
+    resolves to the repo's copy, so the workflow runs from any --directory."""
+    if os.path.isabs(path) or path.startswith(f"{RESULTS}/") or os.path.exists(path):
+        return path
+    shipped = os.path.join(workflow.basedir, path)
+    return shipped if os.path.exists(shipped) else path
+
+
+def pretrained_ldm():
+    return bundled(config["augment"]["ldm"])
+
+
 def ldm_source(ldm, dataset):
     """Where the {ldm} wildcard's pipeline is: a folder or a hub id."""
     if ldm == "pretrained":
-        return config["augment"]["ldm"]
+        return pretrained_ldm()
     if ldm == "retrained":
         return f"{RESULTS}/ldm/retrained-{dataset}/pipeline"
     raise WorkflowError(f"unknown LDM {ldm!r}: use 'pretrained' or 'retrained'")
@@ -134,7 +147,7 @@ def ldm_source(ldm, dataset):
 def pretrained_ldm_inputs(wildcards=None):
     """What the pretrained pipeline depends on: the training rule's train.json when the
     workflow trains it, its index file when it is a local folder, nothing for a hub id."""
-    source = config["augment"]["ldm"].rstrip("/")
+    source = pretrained_ldm().rstrip("/")
     if source.startswith(f"{RESULTS}/"):
         return [os.path.join(os.path.dirname(source), "train.json")]
     return [os.path.join(source, "model_index.json")] if os.path.isdir(source) else []
@@ -199,9 +212,8 @@ def rewrites_csv(wildcards):
 def open_clip_model(key):
     """train.models[key]; a relative local-dir: found in the working directory, else in the repo (bundled models)."""
     model = config["train"]["models"][key]
-    folder = model.removeprefix("local-dir:")
-    if model.startswith("local-dir:") and not os.path.isabs(folder) and not os.path.isdir(folder):
-        return f"local-dir:{os.path.join(workflow.basedir, folder)}"
+    if model.startswith("local-dir:"):
+        return f"local-dir:{bundled(model.removeprefix('local-dir:'))}"
     return model
 
 

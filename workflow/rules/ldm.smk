@@ -96,7 +96,7 @@ use rule ldm_train_autoencoder as ldm_retrain with:
     output:
         f"{RESULTS}/ldm/retrained-{{dataset}}/train.json",
     params:
-        source=lambda wildcards: config["augment"]["ldm"],
+        source=lambda wildcards: pretrained_ldm(),
         settings=lambda wildcards: json.dumps(ldm_train_settings("retrain")),
         out=lambda wildcards, output: os.path.dirname(output[0]),
     log:

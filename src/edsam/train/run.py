@@ -164,6 +164,29 @@ def data_arguments(real: ShardSet, synthetic: ShardSet | None, ratio: float) -> 
     return args, round(real.samples * (1 + ratio))
 
 
+def model_config(model: str) -> dict:
+    """open_clip's model config for a built-in name or a local-dir: folder."""
+    from open_clip.factory import get_model_config
+
+    if model.startswith("local-dir:"):
+        path = Path(model.removeprefix("local-dir:")) / "open_clip_config.json"
+        try:
+            return json.loads(path.read_text())["model_cfg"]
+        except (OSError, ValueError, KeyError) as error:
+            raise TrainInputError(f"{path}: not an open_clip model config ({error})") from None
+    config = get_model_config(model)
+    if config is None:
+        raise TrainInputError(f"{model!r} is neither an open_clip built-in model nor local-dir:PATH")
+    return config
+
+
+def check_variant(settings: TrainSettings) -> None:
+    """Masking drops ViT patches; open_clip would silently ignore it on a ResNet tower."""
+    vision = model_config(settings.model).get("vision_cfg", {})
+    if settings.regulariser == "masking" and "patch_size" not in vision and "timm_model_name" not in vision:
+        raise TrainInputError(f"masking (patch dropout) needs a ViT image tower; {settings.model} has none")
+
+
 def objective(settings: TrainSettings, rewrites_index: str | None) -> dict:
     """What edsam.train.entry adds to open_clip_train for this run."""
     if settings.method == "laclip" and not rewrites_index:
@@ -274,6 +297,7 @@ def train(settings: TrainSettings, real_manifest: str, synthetic_manifest: str |
           provenance: dict | None = None) -> dict:
     """Check inputs, run open_clip_train (resuming if a checkpoint exists), export, write the facts JSON."""
     out_dir, facts_path = Path(out_dir), Path(facts_path)
+    check_variant(settings)
     real = ShardSet.from_manifest(real_manifest)
     synthetic = ShardSet.from_manifest(synthetic_manifest) if synthetic_manifest else None
     if rewrites_index and settings.method == "laclip" and not os.path.isfile(rewrites_index):

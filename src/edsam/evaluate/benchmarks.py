@@ -16,7 +16,6 @@ time on a model. The demo's benchmarks are its corpus's domains, packaged here.
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 from pathlib import Path
 
@@ -119,6 +118,15 @@ def check_labels(targets, classnames: list[str], root) -> None:
                              f"{len(classnames)} classes")
 
 
-def describe(root: str | Path) -> dict:
-    marker = Path(root) / "benchmark.json"
-    return json.loads(marker.read_text()) if marker.exists() else {}
+def check_benchmark_labels(root: str | Path, splits=("test",)) -> dict:
+    """:func:`check_benchmark` plus every split's labels checked against classnames; adds ``samples`` per split.
+
+    Zero-shot would silently score out-of-range labels as wrong, so this runs before any model does.
+    """
+    meta = check_benchmark(root, splits)
+    meta["samples"] = {}
+    for split in splits:
+        labels = scan_labels(Path(root) / split)
+        check_labels(labels, meta["classnames"], Path(root) / split)
+        meta["samples"][split] = len(labels)
+    return meta

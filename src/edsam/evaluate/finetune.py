@@ -13,12 +13,11 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from edsam.evaluate.benchmarks import check_benchmark, check_labels
+from edsam.evaluate.benchmarks import check_benchmark_labels
 
 
 @dataclass(frozen=True)
@@ -64,12 +63,8 @@ def finetune(model_dir: str, root: str, settings: FinetuneSettings, device: str 
     import open_clip
     from clip_benchmark.metrics.zeroshot_classification import zero_shot_classifier
 
-    from edsam.evaluate.benchmarks import scan_labels
-
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    meta = check_benchmark(root, ("train", "test"))
-    for split in ("train", "test"):
-        check_labels(scan_labels(Path(root) / split), meta["classnames"], Path(root) / split)
+    meta = check_benchmark_labels(root, ("train", "test"))
     torch.manual_seed(settings.seed)
     random.seed(settings.seed)
     name = f"local-dir:{model_dir}"
@@ -84,7 +79,7 @@ def finetune(model_dir: str, root: str, settings: FinetuneSettings, device: str 
 
     params = [p for p in model.visual.parameters()] + [head]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.wd)
-    steps_per_epoch = math.ceil(sum(1 for _ in scan_labels(Path(root) / "train")) / settings.batch_size)
+    steps_per_epoch = math.ceil(meta["samples"]["train"] / settings.batch_size)
     total = settings.epochs * steps_per_epoch
     warmup = max(1, int(settings.warmup_fraction * total))
     schedule = torch.optim.lr_scheduler.LambdaLR(

@@ -8,7 +8,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from edsam.augment.generate import AugmentSettings, augment_shard, augment_shard_file
+from edsam.augment.generate import AugmentSettings, augment_shard, augment_shard_file, subset_shard
 from edsam.augment.sampler import EDSAMSampler, SamplerSettings
 from edsam.fileio import sha256_file
 from edsam.ldm.models import TinyLDMSpec, build_tiny_pipeline, save_tiny_pipeline
@@ -120,3 +120,41 @@ def test_unet_calls_invert_once_and_sample_m_together(tiny_ldm_dir):
 def test_ldm_loads_from_a_local_folder_only(tmp_path):
     with pytest.raises(Exception):
         LatentDiffusion.load(str(tmp_path / "no-such-model"), local_files_only=True)
+
+
+def test_a_subset_is_the_first_m_samples_of_the_larger_set(tiny_ldm_dir, source_shard, tmp_path):
+    run(tiny_ldm_dir, source_shard, tmp_path / "m3.tar")  # SETTINGS: M = 3
+    stats = subset_shard(tmp_path / "m3.tar", tmp_path / "m3.json", tmp_path / "m2.tar", tmp_path / "m2.json", 2)
+    assert stats["synthetic_samples"] == 6 and stats["settings"]["m"] == 2 and stats["superset"]["m"] == 3
+    big = {s["__key__"]: s for s in iter_samples(tmp_path / "m3.tar")}
+    small = list(iter_samples(tmp_path / "m2.tar"))
+    assert [s["__key__"] for s in small] == [f"000{k}_00{j}" for k in (1, 2, 3) for j in range(2)]
+    for sample in small:
+        meta, original = json.loads(sample["json"]), json.loads(big[sample["__key__"]]["json"])
+        assert sample["jpg"] == big[sample["__key__"]]["jpg"] and sample["txt"] == big[sample["__key__"]]["txt"]
+        assert meta == {**original, "m": 2, "superset_m": 3}
+    # the same draws an M = 2 generation makes: per-sample seeds do not depend on M
+    direct = augment_shard(EDSAMSampler(LatentDiffusion.load(str(tiny_ldm_dir)), SamplerSettings(steps=2)),
+                           source_shard, tmp_path / "direct.tar", AugmentSettings(**{**SETTINGS.__dict__, "m": 2}))
+    assert direct["synthetic_samples"] == 6
+    alphas = {s["__key__"]: json.loads(s["json"])["alpha"] for s in iter_samples(tmp_path / "direct.tar")}
+    assert alphas == {s["__key__"]: json.loads(s["json"])["alpha"] for s in small}
+    subset_shard(tmp_path / "m3.tar", tmp_path / "m3.json", tmp_path / "again.tar", tmp_path / "again.json", 2)
+    assert sha256_file(tmp_path / "again.tar") == sha256_file(tmp_path / "m2.tar")
+
+
+@pytest.mark.parametrize("m", [0, 3, 4])
+def test_a_subset_needs_a_smaller_m(tiny_ldm_dir, source_shard, tmp_path, m):
+    run(tiny_ldm_dir, source_shard, tmp_path / "m3.tar")
+    with pytest.raises(ValueError, match="m3.json: a subset needs 0 < M < 3"):
+        subset_shard(tmp_path / "m3.tar", tmp_path / "m3.json", tmp_path / "x.tar", tmp_path / "x.json", m)
+    assert not (tmp_path / "x.tar").exists()
+
+
+def test_a_subset_of_a_truncated_superset_fails_naming_it(tiny_ldm_dir, source_shard, tmp_path):
+    run(tiny_ldm_dir, source_shard, tmp_path / "m3.tar")
+    stats = json.loads((tmp_path / "m3.json").read_text())
+    (tmp_path / "m3.json").write_text(json.dumps({**stats, "real_samples": 4}))  # stats and shard disagree
+    with pytest.raises(ValueError, match="m3.tar: 6 samples with j < 2, expected 8"):
+        subset_shard(tmp_path / "m3.tar", tmp_path / "m3.json", tmp_path / "x.tar", tmp_path / "x.json", 2)
+    assert not (tmp_path / "x.tar").exists()

@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import open_clip
 import pytest
@@ -13,7 +14,7 @@ from safetensors.torch import save_file
 from conftest import REPO
 from edsam.corpus import CLASSNAMES, CorpusSpec, build_corpus, png_bytes, render_sample
 from edsam.evaluate.benchmarks import BenchmarkError, check_benchmark, package_corpus_domain
-from edsam.evaluate.run import evaluate, results_frame
+from edsam.evaluate.run import evaluate, evaluate_plan, evaluation_pairs, results_frame
 from edsam.train.run import TrainSettings, train
 
 TINY_RN = f"local-dir:{REPO / 'models' / 'tiny-clip-rn'}"
@@ -43,7 +44,7 @@ def trained(tmp_path_factory):
             image, row = render_sample(spec, "photo", "train", index)
             sink.write({"__key__": row["key"], "png": png_bytes(image), "txt": f"a photo of a {row['classname']}."})
     (root / "manifest.json").write_text(json.dumps({"shards": [{"tar": "shards/00000.tar", "successes": 600}]}))
-    settings = TrainSettings(model=TINY_RN, epochs=6, batch_size=50, lr=5e-4, wd=0.05, warmup=5, workers=0,
+    settings = TrainSettings(model=TINY_RN, epochs=10, batch_size=50, lr=5e-4, wd=0.05, warmup=5, workers=0,
                              precision="fp32", log_every_n_steps=50)
     train(settings, str(root / "manifest.json"), None, root / "run", root / "run" / "train.json")
     return root / "run"
@@ -119,9 +120,39 @@ def test_bad_benchmark_roots_fail_with_the_file_named(benchmarks, random_model, 
     assert not (tmp_path / "r.json").exists()
 
 
+def test_plan_runs_every_pair_on_one_checkpoint(benchmarks, random_model, tmp_path):
+    plan = [{"task": "zeroshot_classification", "benchmark": f"wds/{d}", "root": str(benchmarks / d),
+             "out": str(tmp_path / d / "zeroshot_classification.json")} for d in ("photo", "sketch")]
+    plan.append({**plan[0], "task": "linear_probe", "out": str(tmp_path / "photo" / "linear_probe.json")})
+    results = evaluate_plan(plan, str(random_model), SETTINGS)
+    assert [(r["task"], r["benchmark"]) for r in results] == [(p["task"], p["benchmark"]) for p in plan]
+    assert all(Path(p["out"]).exists() for p in plan)
+    assert len({r["checkpoint_sha256"] for r in results}) == 1
+
+
+def test_plan_checks_every_root_before_any_model_work(benchmarks, random_model, tmp_path):
+    plan = [{"task": "zeroshot_classification", "benchmark": "wds/photo", "root": str(benchmarks / "photo"),
+             "out": str(tmp_path / "first.json")},
+            {"task": "linear_probe", "benchmark": "wds/x", "root": str(tmp_path / "nowhere"),
+             "out": str(tmp_path / "second.json")}]
+    with pytest.raises(BenchmarkError, match="nowhere: benchmark root does not exist"):
+        evaluate_plan(plan, str(random_model), SETTINGS)
+    assert not (tmp_path / "first.json").exists()  # failed before evaluating the good root
+    with pytest.raises(ValueError, match="unknown evaluation task 'retrieval'"):
+        evaluate_plan([{**plan[0], "task": "retrieval"}], str(random_model), SETTINGS)
+
+
+def test_evaluation_pairs_follow_the_config():
+    config = {"benchmarks": {"a": {}, "b": {}}, "primary": "a", "zeroshot": ["a", "b"], "linear_probe": ["b"]}
+    assert evaluation_pairs(config) == [("a", "zeroshot_classification"), ("b", "zeroshot_classification"),
+                                        ("a", "linear_probe"), ("b", "linear_probe"), ("a", "finetune")]
+    assert evaluation_pairs({**config, "benchmarks": {}}) == []
+
+
 def test_cli_exits_1_on_a_missing_root(random_model, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "edsam", "evaluate", "--task", "zeroshot_classification",
-                             "--benchmark", "wds/x", "--root", str(tmp_path / "nowhere"), "--model-dir",
-                             str(random_model), "--settings", json.dumps(SETTINGS), "--out", str(tmp_path / "o.json")],
+    plan = [{"task": "zeroshot_classification", "benchmark": "wds/x", "root": str(tmp_path / "nowhere"),
+             "out": str(tmp_path / "o.json")}]
+    result = subprocess.run([sys.executable, "-m", "edsam", "evaluate", "--plan", json.dumps(plan), "--model-dir",
+                             str(random_model), "--settings", json.dumps(SETTINGS)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "nowhere: benchmark root does not exist" in result.stderr

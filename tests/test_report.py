@@ -1,5 +1,6 @@
 """The report stage's tables: the published values file, cell mapping, and tables built from fixture results."""
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -33,7 +34,9 @@ def test_paper_values_match_the_tables_shapes():
 @pytest.fixture
 def mapping(tmp_path):
     return ReportMapping(datasets={"cc3m": "demo"}, models={"vit-b-16": "tiny-vit"}, benchmarks={"imagenet1k": "photo"},
-                         rho_values={0.5: 0.5, 0.2: 0.2}, m_values={10: 2, 0: 0}, results_dir=str(tmp_path))
+                         rho_values={0.5: 0.5, 0.2: 0.2}, m_values={10: 2, 0: 0}, results_dir=str(tmp_path),
+                         evaluations=frozenset({("photo", "zeroshot_classification"), ("photo", "linear_probe"),
+                                                ("photo", "finetune")}))
 
 
 def test_cells_translate_into_this_configs_runs(mapping, tmp_path):
@@ -45,6 +48,9 @@ def test_cells_translate_into_this_configs_runs(mapping, tmp_path):
             "benchmark": "imagenet1k", "task": "linear_probe"}
     assert mapping.result_path(cell) == f"{tmp_path}/eval/demo/tiny-vit/slip-ada/real/photo/linear_probe.json"
     assert mapping.result_path({**cell, "dataset": "cc12m"}) is None
+    # a (benchmark, task) the config does not evaluate runs on is not covered (no rule would make it)
+    narrow = dataclasses.replace(mapping, evaluations=frozenset({("photo", "zeroshot_classification")}))
+    assert narrow.result_path(cell) is None and narrow.result_path({**cell, "task": "zeroshot_classification"})
 
 
 def _result(path, **metrics):

@@ -119,6 +119,14 @@ def _cmd_augment_manifest(args) -> int:
     return 0
 
 
+def _cmd_augment_subset(args) -> int:
+    from edsam.augment.generate import subset_shard
+
+    stats = subset_shard(args.superset, args.superset_stats, args.out, args.stats, args.m)
+    print(json.dumps({k: stats[k] for k in ("real_samples", "synthetic_samples")}))
+    return 0
+
+
 def _cmd_ldm_fidelity(args) -> int:
     from edsam.augment.sampler import SamplerSettings
     from edsam.fileio import write_json_atomic
@@ -193,15 +201,15 @@ def _cmd_benchmark_from_corpus(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     from edsam.evaluate.benchmarks import BenchmarkError
-    from edsam.evaluate.run import evaluate
+    from edsam.evaluate.run import evaluate_plan
 
     try:
-        result = evaluate(args.task, args.benchmark, args.root, args.model_dir, args.out, json.loads(args.settings),
-                          train_facts=args.train_facts)
+        results = evaluate_plan(json.loads(args.plan), args.model_dir, json.loads(args.settings), args.train_facts)
     except BenchmarkError as err:
         print(f"edsam evaluate: error: {err}", file=sys.stderr)
         return 1
-    print(json.dumps({"task": result["task"], "benchmark": result["benchmark"], "metrics": result["metrics"]}))
+    for result in results:
+        print(json.dumps({"task": result["task"], "benchmark": result["benchmark"], "metrics": result["metrics"]}))
     return 0
 
 
@@ -292,6 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
     augment_manifest.add_argument("stats", nargs="+", help="per-shard stats JSONs")
     augment_manifest.set_defaults(func=_cmd_augment_manifest)
 
+    subset = sub.add_parser("augment-subset", help="the M = m synthetic shard as the first m samples of an M' > m one")
+    subset.add_argument("--superset", required=True, help="the M' shard (.tar)")
+    subset.add_argument("--superset-stats", required=True, help="its stats JSON")
+    subset.add_argument("--m", type=int, required=True)
+    subset.add_argument("--out", required=True)
+    subset.add_argument("--stats", required=True)
+    subset.set_defaults(func=_cmd_augment_subset)
+
     fidelity = sub.add_parser("ldm-fidelity", help="judge an LDM's outputs with a classifier of real images")
     fidelity.add_argument("--ldm", required=True)
     fidelity.add_argument("--settings", required=True)
@@ -332,10 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", required=True)
     bench.set_defaults(func=_cmd_benchmark_from_corpus)
 
-    evaluate = sub.add_parser("evaluate", help="zero-shot / linear probe (clip_benchmark) or fine-tune one checkpoint")
-    evaluate.add_argument("--task", required=True, choices=["zeroshot_classification", "linear_probe", "finetune"])
-    evaluate.add_argument("--benchmark", required=True, help="clip_benchmark dataset name (wds/...)")
-    evaluate.add_argument("--root", required=True, help="the benchmark's webdataset root")
+    evaluate = sub.add_parser("evaluate", help="zero-shot / linear probe (clip_benchmark) and fine-tuning of one checkpoint")
+    evaluate.add_argument("--plan", required=True,
+                          help='JSON list of {"task": zeroshot_classification|linear_probe|finetune, '
+                               '"benchmark": clip_benchmark name (wds/...), "root": webdataset root, "out": result JSON}')
     evaluate.add_argument("--model-dir", required=True, help="an open_clip local-dir model folder")
     evaluate.add_argument("--train-facts", help="the run's train.json (provenance)")
     evaluate.add_argument("--settings", required=True)

@@ -43,3 +43,35 @@ rule augment_manifest:
         "../../envs/augment.yaml"
     shell:
         "python -m edsam augment-manifest --out {output:q} {input.stats:q} > {log:q} 2>&1"
+
+
+# Table 2's sweep over M: with augment.m_superset, an M < M' set is copied out
+# of the M' set (the first M samples per image; same seeds, same draws).
+rule augment_subset_shard:
+    input:
+        shard=f"{RESULTS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{superset}}/shards/{{shard}}.tar",
+        stats=f"{RESULTS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{superset}}/stats/{{shard}}.json",
+    output:
+        shard=f"{RESULTS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}-of-m{{superset}}/shards/{{shard}}.tar",
+        stats=f"{RESULTS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}-of-m{{superset}}/stats/{{shard}}.json",
+    log:
+        f"{LOGS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}-of-m{{superset}}/{{shard}}.log",
+    conda:
+        "../../envs/augment.yaml"
+    shell:
+        "python -m edsam augment-subset --superset {input.shard:q} --superset-stats {input.stats:q} --m {wildcards.m}"
+        " --out {output.shard:q} --stats {output.stats:q} > {log:q} 2>&1"
+
+
+use rule augment_manifest as augment_subset_manifest with:
+    input:
+        shards=lambda wildcards: expand(
+            rules.augment_subset_shard.output.shard, shard=shard_ids(wildcards.dataset), allow_missing=True
+        ),
+        stats=lambda wildcards: expand(
+            rules.augment_subset_shard.output.stats, shard=shard_ids(wildcards.dataset), allow_missing=True
+        ),
+    output:
+        f"{RESULTS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}-of-m{{superset}}/manifest.json",
+    log:
+        f"{LOGS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}-of-m{{superset}}/manifest.log",

@@ -19,6 +19,7 @@ os.environ.update(
 
 from edsam.config import cross_check, explain_errors, load_schema  # noqa: E402
 from edsam.corpus import CLASSNAMES  # noqa: E402
+from edsam.evaluate.run import evaluation_pairs  # noqa: E402
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 
@@ -49,6 +50,7 @@ wildcard_constraints:
     transform="edsam|random",
     rho=r"\d+(\.\d+)?",
     m=r"\d+",
+    superset=r"\d+",
     model="|".join(map(re.escape, config["train"]["models"])),
     method="clip|laclip|slip",
     regulariser="none|masking|ada|advstyle",
@@ -195,12 +197,24 @@ def train_run_dir(wildcards):
     return f"{RESULTS}/train/{run}"
 
 
+def synthetic_set(ldm, variant):
+    """The folder name of a synthetic set: <variant>, or <variant>-of-m<M'> when augment.m_superset
+    makes it the first M samples per image of the M' set (Table 2's sweep at the default rho)."""
+    augment = config["augment"]
+    transform, rho, m = re.fullmatch(r"(\w+)-rho([\d.]+)-m(\d+)", variant).groups()
+    superset = augment["m_superset"]
+    if (superset and 0 < int(m) < superset and ldm == "pretrained" and transform == augment["transform"]
+            and float(rho) == float(augment["rho"])):
+        return f"{variant}-of-m{superset}"
+    return variant
+
+
 def synthetic_manifest(wildcards):
     """The augmentation manifest a run's {data} wildcard names, or nothing for real-only runs."""
     if wildcards.data == "real":
         return []
     ldm, variant = wildcards.data.split("-", 1)
-    return f"{RESULTS}/augment/{wildcards.dataset}/{ldm}/{variant}/manifest.json"
+    return f"{RESULTS}/augment/{wildcards.dataset}/{ldm}/{synthetic_set(ldm, variant)}/manifest.json"
 
 
 def rewrites_csv(wildcards):
@@ -248,7 +262,8 @@ def default_train_targets(dataset):
 
 def all_targets():
     targets = [f"{download_dir(d)}/report.tsv" for d in DATASETS]
-    targets += [f"{RESULTS}/augment/{d}/pretrained/{default_variant()}/manifest.json" for d in DATASETS]
+    default_set = synthetic_set("pretrained", default_variant())
+    targets += [f"{RESULTS}/augment/{d}/pretrained/{default_set}/manifest.json" for d in DATASETS]
     for dataset in DATASETS:
         for facts in default_train_targets(dataset):
             targets += [facts, *evaluation_targets(os.path.dirname(facts))]
@@ -256,7 +271,15 @@ def all_targets():
         targets.append(f"{RESULTS}/ldm/fidelity/pretrained.json")
     if zeroshot_domain_results():
         targets.append(f"{RESULTS}/plots/zeroshot_domains.png")
+    if config["report"]["datasets"]:
+        targets += table_targets()
     return targets
+
+
+def table_targets():
+    """Every paper table (CSV + markdown) and the accuracy-vs-rho / -vs-M figures."""
+    return [f"{RESULTS}/tables/table{n}.md" for n in range(1, 9)] + [
+        f"{RESULTS}/plots/table{n}_accuracy.png" for n in (1, 2)]
 
 
 # ---------------------------------------------------------------- evaluate
@@ -266,10 +289,10 @@ def benchmark_root(name):
     return spec["root"] if "root" in spec else f"{RESULTS}/benchmarks/{name}"
 
 
-def benchmark_inputs(wildcards):
+def benchmark_marker(name):
     """The packaging rule's marker for a corpus-built benchmark; nothing for a staged one (checked at run time)."""
-    if "corpus_domain" in config["evaluate"]["benchmarks"][wildcards.benchmark]:
-        return f"{RESULTS}/benchmarks/{wildcards.benchmark}/benchmark.json"
+    if "corpus_domain" in config["evaluate"]["benchmarks"][name]:
+        return f"{RESULTS}/benchmarks/{name}/benchmark.json"
     return []
 
 
@@ -284,16 +307,19 @@ def evaluate_settings():
             "linear_probe": evaluate["probe"], "finetune": {**evaluate["finetune"], "seed": config["seed"]}}
 
 
+EVALUATIONS = evaluation_pairs(config["evaluate"])
+
+
+def evaluation_plan(outputs):
+    """The evaluate CLI's --plan: one entry per output JSON of the run's job (same order as EVALUATIONS)."""
+    return [{"task": task, "benchmark": benchmark_dataset(name), "root": benchmark_root(name), "out": out}
+            for (name, task), out in zip(EVALUATIONS, outputs)]
+
+
 def evaluation_targets(run_dir):
-    """Every result a trained run gets: ZS (+LP) on the configured benchmarks, FT on the primary."""
-    evaluate = config["evaluate"]
-    if not evaluate["benchmarks"]:
-        return []
-    primary = evaluate["primary"]
+    """Every result file a trained run gets."""
     run = run_dir.replace(f"{RESULTS}/train/", f"{RESULTS}/eval/", 1)
-    targets = [f"{run}/{b}/zeroshot_classification.json" for b in dict.fromkeys([primary, *evaluate["zeroshot"]])]
-    targets += [f"{run}/{b}/linear_probe.json" for b in dict.fromkeys([primary, *evaluate["linear_probe"]])]
-    return targets + [f"{run}/{primary}/finetune.json"]
+    return [f"{run}/{benchmark}/{task}.json" for benchmark, task in EVALUATIONS]
 
 
 # ---------------------------------------------------------------- report

@@ -1,8 +1,9 @@
-# Evaluation: one job per (trained run, benchmark, task), each writing one JSON
+# Evaluation: one job per trained run, running its whole plan (zero-shot on
+# evaluate.zeroshot, linear probe on evaluate.linear_probe, fine-tuning on
+# evaluate.primary) in one process, one JSON per (benchmark, task):
 #   results/eval/<dataset>/<model>/<method>-<regulariser>/<data>/<benchmark>/<task>.json
-# task: zeroshot_classification | linear_probe (clip_benchmark) | finetune.
-# A failing job (missing root, class-count mismatch) leaves the others running
-# with --keep-going (set in the profiles).
+# A failing job (missing root, class-count mismatch) leaves the other runs'
+# jobs running with --keep-going (set in the profiles).
 
 
 rule benchmark_from_corpus:
@@ -23,26 +24,26 @@ rule benchmark_from_corpus:
         " --out {params.out:q} > {log:q} 2>&1"
 
 
-rule evaluate_checkpoint:
-    input:
-        weights=rules.train_clip.output.weights,
-        facts=rules.train_clip.output.facts,
-        benchmark=benchmark_inputs,
-    output:
-        f"{RESULTS}/eval/{TRAIN_RUN}/{{benchmark}}/{{task}}.json",
-    params:
-        root=lambda wildcards: benchmark_root(wildcards.benchmark),
-        dataset=lambda wildcards: benchmark_dataset(wildcards.benchmark),
-        model_dir=lambda wildcards, input: os.path.dirname(input.weights),
-        settings=lambda wildcards: json.dumps(evaluate_settings()),
-    log:
-        f"{LOGS}/eval/{TRAIN_RUN}/{{benchmark}}/{{task}}.log",
-    threads: lambda wildcards: max(1, config["evaluate"]["workers"] + 1)
-    resources:
-        gpus=config["evaluate"]["gpus"],
-    conda:
-        "../../envs/train.yaml"
-    shell:
-        "python -m edsam evaluate --task {wildcards.task:q} --benchmark {params.dataset:q} --root {params.root:q}"
-        " --model-dir {params.model_dir:q} --train-facts {input.facts:q} --settings {params.settings:q}"
-        " --out {output:q} > {log:q} 2>&1"
+if EVALUATIONS:
+
+    rule evaluate_run:
+        input:
+            weights=rules.train_clip.output.weights,
+            facts=rules.train_clip.output.facts,
+            benchmarks=[benchmark_marker(name) for name in dict.fromkeys(b for b, _ in EVALUATIONS)],
+        output:
+            [f"{RESULTS}/eval/{TRAIN_RUN}/{benchmark}/{task}.json" for benchmark, task in EVALUATIONS],
+        params:
+            plan=lambda wildcards, output: json.dumps(evaluation_plan(output)),
+            model_dir=lambda wildcards, input: os.path.dirname(input.weights),
+            settings=lambda wildcards: json.dumps(evaluate_settings()),
+        log:
+            f"{LOGS}/eval/{TRAIN_RUN}.log",
+        threads: lambda wildcards: max(1, config["evaluate"]["workers"] + 1)
+        resources:
+            gpus=config["evaluate"]["gpus"],
+        conda:
+            "../../envs/train.yaml"
+        shell:
+            "python -m edsam evaluate --plan {params.plan:q} --model-dir {params.model_dir:q}"
+            " --train-facts {input.facts:q} --settings {params.settings:q} > {log:q} 2>&1"

@@ -12,7 +12,8 @@ rule table:
         md=f"{RESULTS}/tables/table{{table}}.md",
     params:
         mapping=lambda wildcards: json.dumps(
-            {**config["report"], "augment": {k: config["augment"][k] for k in ("rho", "m")}, "results_dir": RESULTS}
+            {**config["report"], "augment": {k: config["augment"][k] for k in ("rho", "m")},
+             "evaluate": config["evaluate"], "results_dir": RESULTS}
         ),
     log:
         f"{LOGS}/tables/table{{table}}.log",
@@ -35,8 +36,7 @@ for number in range(1, 9):
 
 rule all_tables:
     input:
-        expand(f"{RESULTS}/tables/table{{table}}.md", table=range(1, 9)),
-        expand(f"{RESULTS}/plots/table{{table}}_accuracy.png", table=(1, 2)),
+        table_targets(),
     localrule: True
 
 

@@ -16,6 +16,7 @@ def write_manifest(stats_paths: list[str], out: str | Path) -> dict:
         for reason, n in s["skipped"].items():
             skipped[reason] = skipped.get(reason, 0) + n
     seconds = sum(s["seconds"] for s in stats)
+    derived = [s["superset"] for s in stats if "superset" in s]
     shards = [{"shard": Path(p).stem, "tar": f"shards/{Path(p).stem}.tar", "successes": s["synthetic_samples"],
                "real_samples": s["real_samples"]} for p, s in zip(sorted(stats_paths), stats)]
     manifest = {
@@ -24,7 +25,10 @@ def write_manifest(stats_paths: list[str], out: str | Path) -> dict:
         "synthetic_samples": sum(s["synthetic_samples"] for s in stats),
         "skipped": skipped,
         "seconds": round(seconds, 3),
-        "synthetic_images_per_second": round(sum(s["synthetic_samples"] for s in stats) / seconds, 3) if seconds else None,
+        # a subset of a larger-M set is copied, not generated: no throughput to report
+        "synthetic_images_per_second": (round(sum(s["synthetic_samples"] for s in stats) / seconds, 3)
+                                        if seconds and not derived else None),
+        "superset": derived[0] if derived else None,
         "settings": stats[0]["settings"] if stats else None,
         "sampler": stats[0]["sampler"] if stats else None,
         "device": stats[0].get("device") if stats else None,

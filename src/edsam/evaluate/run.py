@@ -1,4 +1,10 @@
-"""One evaluation job: (checkpoint, benchmark, task) -> one JSON result with provenance."""
+"""Evaluation of one checkpoint: each (benchmark, task) -> one JSON result with provenance.
+
+A workflow job evaluates one trained run on its whole plan in one process:
+importing open_clip + clip_benchmark costs ~10 s on a CPU, more than a
+zero-shot pass over a demo benchmark, and at paper scale the run's
+zero-shot benchmarks take minutes beside its ImageNet fine-tuning.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +45,37 @@ def evaluate(task: str, benchmark: str, root: str, model_dir: str, out: str | Pa
     }
     write_json_atomic(out, result)
     return result
+
+
+def evaluation_pairs(evaluate_config: dict) -> list[tuple[str, str]]:
+    """Every (benchmark, task) a trained run is evaluated on: zero-shot on ``zeroshot``, linear probe on
+    ``linear_probe`` (both plus the primary benchmark), fine-tuning on the primary."""
+    if not evaluate_config.get("benchmarks"):
+        return []
+    primary = evaluate_config["primary"]
+    pairs = [(b, "zeroshot_classification") for b in dict.fromkeys([primary, *evaluate_config["zeroshot"]])]
+    pairs += [(b, "linear_probe") for b in dict.fromkeys([primary, *evaluate_config["linear_probe"]])]
+    return pairs + [(primary, "finetune")]
+
+
+SPLITS = {"zeroshot_classification": ("test",), "linear_probe": ("train", "test"), "finetune": ("train", "test")}
+
+
+def evaluate_plan(plan: list[dict], model_dir: str, settings: dict, train_facts: str | None = None) -> list[dict]:
+    """Run every ``{"task", "benchmark", "root", "out"}`` of ``plan`` on one checkpoint.
+
+    Every root's files are checked before any model work, so a missing shard
+    or classnames file fails the job in seconds, naming it (labels are read,
+    once, by each task).
+    """
+    from edsam.evaluate.benchmarks import check_benchmark
+
+    for item in plan:
+        if item["task"] not in TASKS:
+            raise ValueError(f"unknown evaluation task {item['task']!r}: one of {TASKS}")
+        check_benchmark(item["root"], SPLITS[item["task"]])
+    return [evaluate(item["task"], item["benchmark"], item["root"], model_dir, item["out"], settings, train_facts)
+            for item in plan]
 
 
 def _train_provenance(train_facts: str | None) -> dict:

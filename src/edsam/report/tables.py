@@ -36,17 +36,20 @@ class ReportMapping:
     rho_values: dict = field(default_factory=dict)  # paper rho -> our rho
     m_values: dict = field(default_factory=dict)  # paper M -> our M (0 = real data only)
     results_dir: str = "results"
+    evaluations: frozenset = frozenset()  # the (benchmark, task) pairs this config evaluates every run on
 
     @classmethod
     def from_config(cls, config: dict) -> "ReportMapping":
-        """From a full config, or the ``report`` block plus ``augment`` {rho, m} and ``results_dir``."""
+        """From a full config, or the ``report`` block plus ``augment`` {rho, m}, ``evaluate`` and ``results_dir``."""
+        from edsam.evaluate.run import evaluation_pairs
+
         report = config.get("report", config)
         rho_values = {float(k): float(v) for k, v in report["rho_values"].items()}
         m_values = {int(k): int(v) for k, v in report["m_values"].items()}
         rho_values.setdefault(0.5, float(config["augment"]["rho"]))  # the paper's default ED-SAM cell
         m_values.setdefault(10, int(config["augment"]["m"]))
         return cls(dict(report["datasets"]), dict(report["models"]), dict(report["benchmarks"]), rho_values,
-                   m_values, config["results_dir"])
+                   m_values, config["results_dir"], frozenset(evaluation_pairs(config["evaluate"])))
 
     def data(self, paper_data: str) -> str | None:
         """A paper cell's data (real, or <ldm>-<transform>-rho<rho>-m<M>) in this config's terms."""
@@ -62,7 +65,7 @@ class ReportMapping:
         """Where this config writes the result for a paper cell, or None if it does not cover it."""
         dataset, model = self.datasets.get(cell["dataset"]), self.models.get(cell["model"])
         benchmark, data = self.benchmarks.get(cell["benchmark"]), self.data(cell["data"])
-        if None in (dataset, model, benchmark, data):
+        if None in (dataset, model, benchmark, data) or (benchmark, cell["task"]) not in self.evaluations:
             return None
         run = f"{dataset}/{model}/{cell['method']}-{cell['regulariser']}/{data}"
         return f"{self.results_dir}/eval/{run}/{benchmark}/{cell['task']}.json"

@@ -9,6 +9,7 @@ import yaml
 
 from conftest import REPO, snakemake
 from edsam.config import load_config
+from edsam.report.readme import BEGIN, END, results_block, sync_readme
 from edsam.report.tables import (ReportMapping, build_table, load_paper_values, required_results, to_markdown,
                                  write_table)
 
@@ -81,6 +82,31 @@ def test_write_table_round_trips_through_csv(mapping, tmp_path):
     again = pd.read_csv(tmp_path / "t4.csv")
     assert len(again) == len(frame) == SHAPES[4] and (again.status == "ok").sum() == 1
     assert (tmp_path / "t4.md").read_text().startswith("# Table 4")
+
+
+def test_readme_section_is_written_from_the_tables(mapping, tmp_path):
+    _result(tmp_path / "eval/demo/tiny-vit/clip-none/real/photo/zeroshot_classification.json", acc1=0.25)
+    csvs = [tmp_path / f"t{n}.csv" for n in (4, 3)]
+    for n, csv in zip((4, 3), csvs):
+        write_table(PAPER, n, mapping, csv, tmp_path / f"t{n}.md")
+    (tmp_path / "fig.png").write_bytes(b"\x89PNG fake")
+    block = results_block(csvs, [tmp_path / "fig.png"], "docs/figures", "Demo run")
+    assert block.startswith("_Demo run_") and "![fig](docs/figures/fig.png)" in block
+    assert block.index("#### Table 3") < block.index("#### Table 4")  # in table order
+    assert "25.00 / 17.10 (+7.90)" in block and "not covered" not in block.split("Cells:")[0]
+    (tmp_path / "block.md").write_text(block)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\nbefore\n{BEGIN}\nold numbers\n{END}\nafter\n")
+    sync_readme(readme, tmp_path / "block.md", [tmp_path / "fig.png"], tmp_path / "docs/figures")
+    text = readme.read_text()
+    assert text.startswith("# title\nbefore\n") and text.endswith(f"{END}\nafter\n") and "old numbers" not in text
+    assert block in text and (tmp_path / "docs/figures/fig.png").read_bytes() == b"\x89PNG fake"
+    sync_readme(readme, tmp_path / "block.md", [], tmp_path / "docs/figures")
+    assert readme.read_text() == text  # idempotent
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError, match="README.md: needs exactly one"):
+        sync_readme(readme, tmp_path / "block.md", [], tmp_path / "docs/figures")
+    assert readme.read_text() == "no markers\n"
 
 
 def test_bad_paper_values_file_is_named(tmp_path):

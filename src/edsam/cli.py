@@ -235,6 +235,25 @@ def _cmd_plot_domains(args) -> int:
     return 0
 
 
+def _cmd_readme_results(args) -> int:
+    from edsam.fileio import write_bytes_atomic
+    from edsam.report.readme import results_block
+
+    write_bytes_atomic(args.out, results_block(args.tables, args.figures, args.figures_dir, args.title).encode())
+    return 0
+
+
+def _cmd_readme_sync(args) -> int:
+    from edsam.report.readme import sync_readme
+
+    try:
+        sync_readme(args.readme, args.block, args.figures, args.figures_dir)
+    except (OSError, ValueError) as err:
+        print(f"edsam readme-sync: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edsam", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -376,6 +395,21 @@ def build_parser() -> argparse.ArgumentParser:
     domains.add_argument("--out", required=True)
     domains.add_argument("results", nargs="+", help="zero-shot result JSONs")
     domains.set_defaults(func=_cmd_plot_domains)
+
+    block = sub.add_parser("readme-results", help="the README's results section from a run's tables and figures")
+    block.add_argument("--tables", nargs="+", required=True, help="table CSVs")
+    block.add_argument("--figures", nargs="*", default=[], help="figure PNGs to show")
+    block.add_argument("--figures-dir", default="docs/figures", help="where the README finds the figures")
+    block.add_argument("--title", required=True)
+    block.add_argument("--out", required=True)
+    block.set_defaults(func=_cmd_readme_results)
+
+    readme = sub.add_parser("readme-sync", help="put a results section (readme-results) into the README")
+    readme.add_argument("--readme", default="README.md")
+    readme.add_argument("--block", required=True)
+    readme.add_argument("--figures", nargs="*", default=[])
+    readme.add_argument("--figures-dir", default="docs/figures")
+    readme.set_defaults(func=_cmd_readme_sync)
     return parser
 
 

@@ -16,7 +16,8 @@ rule augment_shard:
         settings=lambda wildcards: json.dumps(augment_settings(wildcards)),
     log:
         f"{LOGS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}/{{shard}}.log",
-    threads: 2
+    threads: config["augment"]["threads"]
+    priority: 40  # on the critical path to every ED-SAM training
     resources:
         gpus=lambda wildcards: 0 if config["augment"]["device"] == "cpu" else 1,
     conda:

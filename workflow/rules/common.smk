@@ -277,9 +277,19 @@ def all_targets():
 
 
 def table_targets():
-    """Every paper table (CSV + markdown) and the accuracy-vs-rho / -vs-M figures."""
+    """Every paper table (CSV + markdown), the accuracy-vs-rho / -vs-M figures, the README's results section."""
     return [f"{RESULTS}/tables/table{n}.md" for n in range(1, 9)] + [
-        f"{RESULTS}/plots/table{n}_accuracy.png" for n in (1, 2)]
+        f"{RESULTS}/plots/table{n}_accuracy.png" for n in (1, 2)] + [f"{RESULTS}/readme/results.md"]
+
+
+def readme_figures(wildcards=None):
+    """The figures the README shows: accuracy vs rho / M, zero-shot per domain, the LDM's sample grid."""
+    figures = [f"{RESULTS}/plots/table{n}_accuracy.png" for n in (1, 2)]
+    if zeroshot_domain_results():
+        figures.append(f"{RESULTS}/plots/zeroshot_domains.png")
+    if any(config["datasets"][d]["source"] == "corpus" for d in DATASETS):
+        figures.append(f"{RESULTS}/ldm/fidelity/pretrained.png")
+    return figures
 
 
 # ---------------------------------------------------------------- evaluate

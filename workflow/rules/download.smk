@@ -19,6 +19,7 @@ checkpoint download:
     log:
         f"{LOGS}/download/{{dataset}}.log",
     threads: lambda wildcards: config["download"]["processes_count"]
+    priority: 50  # everything downstream waits for it
     resources:
         runtime=24 * 60,
     conda:

@@ -72,3 +72,21 @@ rule plot_domains:
         "../../envs/train.yaml"
     shell:
         "python -m edsam plot-domains --out {output:q} {input:q} > {log:q} 2>&1"
+
+
+rule readme_results:
+    """The README's results section; copy it into README.md with `edsam readme-sync` (see README)."""
+    input:
+        tables=expand(f"{RESULTS}/tables/table{{table}}.csv", table=range(1, 9)),
+        figures=readme_figures,
+    output:
+        f"{RESULTS}/readme/results.md",
+    params:
+        title=config["report"]["title"],
+    log:
+        f"{LOGS}/readme_results.log",
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m edsam readme-results --title {params.title:q} --out {output:q} --tables {input.tables:q}"
+        " --figures {input.figures:q} > {log:q} 2>&1"

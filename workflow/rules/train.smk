@@ -48,6 +48,7 @@ rule train_clip:
     log:
         f"{LOGS}/train/{TRAIN_RUN}.log",
     threads: lambda wildcards: max(1, config["train"]["workers"] + 1)
+    priority: 30  # before evaluations: they wait on other trainings, tables on all of them
     resources:
         gpus=config["train"]["gpus"],
         nodes=config["train"]["nodes"],

@@ -137,7 +137,7 @@ def test_ada_and_advstyle_raise_the_batch_loss():
     torch.manual_seed(0)
     model, _, _ = open_clip.create_model_and_transforms(TINY_VIT, output_dict=True)
     model.eval()
-    images, texts = torch.randn(8, 3, 64, 64), torch.randint(1, 1000, (8, 32))
+    images, texts = torch.randn(8, 3, 32, 32), torch.randint(1, 1000, (8, 20))
     with torch.no_grad():
         out = model(images, texts)
     clean = contrastive_loss(out["image_features"], out["text_features"], out["logit_scale"])
@@ -154,8 +154,8 @@ def test_variant_loss_adds_its_terms():
     model, _, _ = open_clip.create_model_and_transforms(TINY_VIT, output_dict=True)
     wrapped = VariantCLIP(model, "advstyle", slip=SlipSettings(hidden_dim=16, embed_dim=8),
                           embed_dim=model.visual.output_dim).train()
-    views = torch.randn(4, 3, 3, 64, 64)
-    out = wrapped(views, torch.randint(1, 1000, (4, 32)))
+    views = torch.randn(4, 3, 3, 32, 32)
+    out = wrapped(views, torch.randint(1, 1000, (4, 20)))
     losses = VariantLoss(open_clip.ClipLoss(), SlipSettings())(**out, output_dict=True)
     assert set(losses) == {"contrastive_loss", "perturbed_contrastive_loss", "ssl_loss"}
     assert wrapped.logit_scale is model.logit_scale  # the trainer's clamp reaches the real parameter
@@ -213,14 +213,31 @@ def test_mixing_weights_give_the_configured_ratio():
 
 
 @pytest.mark.parametrize("gpus,nodes,starts", [
-    (0, 1, [sys.executable, "-m", "edsam.train.entry"]),
-    (1, 1, [sys.executable, "-m", "edsam.train.entry"]),
+    (0, 1, None),  # one process: open_clip_train runs in the calling interpreter
+    (1, 1, None),
     (8, 1, [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8"]),
     (8, 4, ["srun", "--nodes=4", "--ntasks-per-node=8"]),
 ])
 def test_launch_command_scales_from_cpu_to_nodes(gpus, nodes, starts):
     command = launch_command(["--model", "RN50"], gpus, nodes)
-    assert command[: len(starts)] == starts and command[-2:] == ["--model", "RN50"]
+    if starts is None:
+        assert command is None
+    else:
+        assert command[: len(starts)] == starts and command[-2:] == ["--model", "RN50"]
+
+
+def test_in_process_runs_leave_open_clip_train_unpatched(tmp_path):
+    import logging
+
+    import open_clip_train.main as trainer
+
+    from edsam.train.entry import PATCHED, installed
+
+    before, handlers = {n: getattr(trainer, n) for n in PATCHED}, list(logging.root.handlers)
+    with installed({"perturbation": "ada"}):
+        assert all(getattr(trainer, n) is not before[n] for n in PATCHED)
+        logging.root.addHandler(logging.FileHandler(tmp_path / "out.log"))  # as open_clip_train's main does
+    assert {n: getattr(trainer, n) for n in PATCHED} == before and logging.root.handlers == handlers
 
 
 def test_export_refuses_pickled_checkpoints(tmp_path):

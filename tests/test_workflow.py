@@ -32,7 +32,8 @@ def write_config(path, ldm=None, **corpus):
     config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     config["corpus"].update(corpus)
     config["download"].update(number_sample_per_shard=20, processes_count=1, thread_count=2)
-    config["augment"].update(ldm=str(ldm or "models/tiny-ldm"), m=2, ddim_steps=2, resolution=32, batch_size=8)
+    config["augment"].update(ldm=str(ldm or "models/tiny-ldm"), ddim_steps=2, resolution=32, batch_size=8)
+    config["ldm"]["retrain"].update(steps=2, batch_size=4)
     config["ldm"]["fidelity"].update(judge_per_class=3, judge_epochs=1, samples_per_class=1, rhos=[0.5])
     config["train"]["models"] = {k: f"local-dir:{REPO / v.removeprefix('local-dir:')}"
                                  for k, v in config["train"]["models"].items()}
@@ -97,7 +98,8 @@ def test_profile_runs_the_demo_config(workdir):
 
 
 def test_demo_end_to_end(workdir, test_ldm):
-    """Download, then ED-SAM synthetic shards and the LDM fidelity report, through the real rules."""
+    """`all` through the real rules: download, LDM fidelity, every augmentation, training and evaluation
+    the eight tables need, the tables, the figures and the README section."""
     config = write_config(workdir / "demo.yaml", test_ldm, train_per_class=5,
                           broken={"missing": 1, "corrupt": 1, "not_image": 1, "bomb": 1})
     snakemake("--cores", "2", "--configfile", str(config), cwd=workdir)
@@ -107,15 +109,24 @@ def test_demo_end_to_end(workdir, test_ldm):
     report = pd.read_csv(workdir / "results/download/demo/report.tsv", sep="\t")
     assert report.samples.sum() == 50 and (report.verified_samples == report.samples).all()
     assert (report.bad_images == 0).all()
-    synthetic = json.loads((workdir / "results/augment/demo/pretrained/edsam-rho0.5-m2/manifest.json").read_text())
-    assert synthetic["real_samples"] == 50 and synthetic["synthetic_samples"] == 100
-    assert len(synthetic["shards"]) == 3
+    augment = workdir / "results/augment/demo/pretrained"
+    superset = json.loads((augment / "edsam-rho0.5-m2/manifest.json").read_text())
+    assert superset["real_samples"] == 50 and superset["synthetic_samples"] == 100 and len(superset["shards"]) == 3
+    default = json.loads((augment / "edsam-rho0.5-m1-of-m2/manifest.json").read_text())  # M = 1, copied
+    assert default["synthetic_samples"] == 50 and default["superset"]["m"] == 2
     fidelity = json.loads((workdir / "results/ldm/fidelity/pretrained.json").read_text())
     assert 0 <= fidelity["edsam"]["0.5"] <= 1 and (workdir / "results/ldm/fidelity/pretrained.png").exists()
-    for data, per_epoch in (("real", 50), ("pretrained-edsam-rho0.5-m2", 100)):  # CLIP and ED-SAM trainings
+    for data, per_epoch in (("real", 50), ("pretrained-edsam-rho0.5-m1", 100)):  # CLIP and ED-SAM trainings
         facts = json.loads((workdir / f"results/train/demo/tiny-vit/clip-none/{data}/train.json").read_text())
         assert facts["samples_per_epoch"] == per_epoch and facts["epochs"] == 1
         assert facts["provenance"]["data"] == data and facts["final_loss"] == facts["final_loss"]
+    for table in range(1, 9):  # every table, every covered cell filled from a result of this run
+        frame = pd.read_csv(workdir / f"results/tables/table{table}.csv")
+        assert (frame.status == "ok").any() and not (frame.status == "not run").any(), table
+        assert (workdir / f"results/tables/table{table}.md").exists()
+    for figure in ("table1_accuracy", "table2_accuracy", "zeroshot_domains"):
+        assert (workdir / f"results/plots/{figure}.png").stat().st_size > 1000
+    assert "#### Table 8" in (workdir / "results/readme/results.md").read_text()
 
     # a second run has nothing to do
     again = snakemake("--cores", "2", "--configfile", str(config), cwd=workdir)

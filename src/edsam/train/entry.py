@@ -22,9 +22,11 @@ Everything else (data pipeline, optimiser, schedule, AMP, DDP, checkpoints,
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
+from contextlib import contextmanager
 
 from edsam.train.objectives import AdaSettings, AdvStyleSettings, SlipSettings, VariantCLIP, VariantLoss
 
@@ -119,9 +121,29 @@ def install(objective: dict):
     return trainer
 
 
+@contextmanager
+def installed(objective: dict):
+    """:func:`install` for one call of open_clip_train's ``main`` in this process: afterwards the four
+    names are unpatched and the log handlers ``main`` added to the root logger are closed and removed,
+    so the next run in the same process starts clean (no double-wrapped model, no log in the old file)."""
+    import open_clip_train.main as trainer
+
+    originals = {name: getattr(trainer, name) for name in PATCHED}
+    handlers = list(logging.root.handlers)
+    try:
+        yield install(objective)
+    finally:
+        for name, function in originals.items():
+            setattr(trainer, name, function)
+        for handler in [h for h in logging.root.handlers if h not in handlers]:
+            logging.root.removeHandler(handler)
+            handler.close()
+
+
 def main(argv: list[str] | None = None):
     objective, openclip_argv = split_argv(sys.argv[1:] if argv is None else argv)
-    status = install(objective).main(openclip_argv)
+    with installed(objective) as trainer:
+        status = trainer.main(openclip_argv)
     if isinstance(status, int) and status != 0:  # open_clip_train reports some errors by returning -1
         raise SystemExit(f"open_clip_train exited with status {status}")
 

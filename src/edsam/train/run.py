@@ -218,15 +218,17 @@ def openclip_arguments(settings: TrainSettings, data_args: list[str], samples_pe
     return args + list(settings.extra_args)
 
 
-def launch_command(entry_args: list[str], gpus: int, nodes: int) -> list[str]:
-    """1 process, torchrun on one node (G GPUs), or srun across N nodes (one task per GPU)."""
+def launch_command(entry_args: list[str], gpus: int, nodes: int) -> list[str] | None:
+    """torchrun on one node (G > 1 GPUs), srun across N nodes (one task per GPU), or None: one process,
+    run in this interpreter (a second one would import torch and open_clip again: 10-20 s per run on a
+    CPU, and the demo trains 19 runs)."""
     if nodes > 1:
         return ["srun", f"--nodes={nodes}", f"--ntasks-per-node={max(gpus, 1)}", "--kill-on-bad-exit=1",
                 sys.executable, "-m", "edsam.train.entry", *entry_args]
     if gpus > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
                 "-m", "edsam.train.entry", *entry_args]
-    return [sys.executable, "-m", "edsam.train.entry", *entry_args]
+    return None
 
 
 def launch_environment(nodes: int, master_port: int = 12802) -> dict:
@@ -311,10 +313,16 @@ def train(settings: TrainSettings, real_manifest: str, synthetic_manifest: str |
     entry_args = ["--edsam-objective", json.dumps(objective(settings, rewrites_index))]
     entry_args += openclip_arguments(settings, data_args, samples_per_epoch, logs, device,
                                      distributed=gpus * nodes > 1)
-    command = launch_command(entry_args, gpus, nodes)
-    log.info("launching: %s", " ".join(command))
     started = time.time()
-    subprocess.run(command, check=True, env=launch_environment(nodes))
+    command = launch_command(entry_args, gpus, nodes)
+    if command is None:
+        from edsam.train.entry import main as run_openclip_train
+
+        log.info("running open_clip_train in this process: %s", " ".join(entry_args))
+        run_openclip_train(entry_args)
+    else:
+        log.info("launching: %s", " ".join(command))
+        subprocess.run(command, check=True, env=launch_environment(nodes))
     seconds = time.time() - started
     checkpoint = logs / RUN_NAME / "checkpoints" / f"epoch_{settings.epochs}.pt"
     if not checkpoint.exists():

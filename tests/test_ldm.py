@@ -80,6 +80,17 @@ def test_retrain_reinitialises_the_unet_and_keeps_the_autoencoder(init_dir, pret
     assert not torch.allclose(unet(before), unet(after))
 
 
+def test_retrain_starts_from_a_released_fp16_pipeline(init_dir, pretrain_shards, tmp_path):
+    """The committed demo LDM is fp16 on disk; Table 4's retraining starts from it (a frozen fp16 text encoder
+    beside an fp32 UNet would fail in the first cross-attention)."""
+    from edsam.ldm.pipeline import release_pipeline
+
+    release_pipeline(init_dir, tmp_path / "release")
+    facts = train_ldm(tmp_path / "release", pretrain_shards, tmp_path / "retrained",
+                      settings(stage="diffusion", steps=2, reinit_unet=True, train_text_encoder=False))
+    assert facts["final_step"] == 2 and facts["final_loss"] == facts["final_loss"]
+
+
 def test_bad_stage_is_refused():
     with pytest.raises(ValueError, match="stage must be"):
         LDMTrainSettings(stage="vae")

@@ -374,7 +374,6 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model-dir", required=True, help="an open_clip local-dir model folder")
     evaluate.add_argument("--train-facts", help="the run's train.json (provenance)")
     evaluate.add_argument("--settings", required=True)
-    evaluate.add_argument("--out", required=True)
     evaluate.set_defaults(func=_cmd_evaluate)
 
     table = sub.add_parser("table", help="one paper table: our results beside the published numbers")

@@ -101,6 +101,7 @@ use rule ldm_train_autoencoder as ldm_retrain with:
         out=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/ldm/retrain_{{dataset}}.log",
+    threads: config["ldm"]["retrain"]["threads"]
     priority: 45  # the retrained-LDM synthetic sets wait for it
 
 

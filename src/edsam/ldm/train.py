@@ -162,7 +162,7 @@ def train_ldm(source: str | Path, shards: list[str], out_dir: str | Path, settin
     pipeline = load_pipeline(checkpoint_dir if resume else source)
     if settings.reinit_unet and not resume:
         pipeline.unet = type(pipeline.unet).from_config(pipeline.unet.config)
-    pipeline.to(settings.device)
+    pipeline.to(settings.device, torch.float32)  # released pipelines are fp16; train in fp32
     modules = _trainable(pipeline, settings)
     for module in (pipeline.vae, pipeline.unet, pipeline.text_encoder):
         module.requires_grad_(False).eval()

@@ -8,7 +8,8 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from edsam.augment.generate import AugmentSettings, augment_shard, augment_shard_file, subset_shard
+from edsam.augment.generate import AugmentSettings, augment_shard, augment_shard_file
+from edsam.augment.subset import subset_shard
 from edsam.augment.sampler import EDSAMSampler, SamplerSettings
 from edsam.fileio import sha256_file
 from edsam.ldm.models import TinyLDMSpec, build_tiny_pipeline, save_tiny_pipeline

@@ -120,7 +120,7 @@ def _cmd_augment_manifest(args) -> int:
 
 
 def _cmd_augment_subset(args) -> int:
-    from edsam.augment.generate import subset_shard
+    from edsam.augment.subset import subset_shard
 
     stats = subset_shard(args.superset, args.superset_stats, args.out, args.stats, args.m)
     print(json.dumps({k: stats[k] for k in ("real_samples", "synthetic_samples")}))

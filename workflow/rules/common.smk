@@ -318,16 +318,25 @@ def evaluate_settings():
 
 
 EVALUATIONS = evaluation_pairs(config["evaluate"])
+# Zero-shot on the benchmarks other than the primary is a job of its own: only
+# some runs need it (Table 7's, the per-domain figure's), every run needs the rest.
+EXTRA_ZEROSHOT = [(b, t) for b, t in EVALUATIONS
+                  if t == "zeroshot_classification" and b != config["evaluate"].get("primary")]
+RUN_EVALUATIONS = [pair for pair in EVALUATIONS if pair not in EXTRA_ZEROSHOT]
 
 
-def evaluation_plan(outputs):
-    """The evaluate CLI's --plan: one entry per output JSON of the run's job (same order as EVALUATIONS)."""
+def evaluation_outputs(pairs):
+    return [f"{RESULTS}/eval/{TRAIN_RUN}/{benchmark}/{task}.json" for benchmark, task in pairs]
+
+
+def evaluation_plan(pairs, outputs):
+    """The evaluate CLI's --plan: one entry per (benchmark, task) pair and its output JSON."""
     return [{"task": task, "benchmark": benchmark_dataset(name), "root": benchmark_root(name), "out": out}
-            for (name, task), out in zip(EVALUATIONS, outputs)]
+            for (name, task), out in zip(pairs, outputs)]
 
 
 def evaluation_targets(run_dir):
-    """Every result file a trained run gets."""
+    """Every result file a trained run can get (all of them for the default runs)."""
     run = run_dir.replace(f"{RESULTS}/train/", f"{RESULTS}/eval/", 1)
     return [f"{run}/{benchmark}/{task}.json" for benchmark, task in EVALUATIONS]
 

@@ -1,6 +1,8 @@
-# Evaluation: one job per trained run, running its whole plan (zero-shot on
-# evaluate.zeroshot, linear probe on evaluate.linear_probe, fine-tuning on
-# evaluate.primary) in one process, one JSON per (benchmark, task):
+# Evaluation: one job per trained run, running its plan in one process
+# (zero-shot on evaluate.primary, linear probe on evaluate.linear_probe,
+# fine-tuning on the primary), and, only for the runs whose results are asked
+# for, one more for zero-shot on the other evaluate.zeroshot benchmarks; one
+# JSON per (benchmark, task):
 #   results/eval/<dataset>/<model>/<method>-<regulariser>/<data>/<benchmark>/<task>.json
 # A failing job (missing root, class-count mismatch) leaves the other runs'
 # jobs running with --keep-going (set in the profiles).
@@ -24,17 +26,17 @@ rule benchmark_from_corpus:
         " --out {params.out:q} > {log:q} 2>&1"
 
 
-if EVALUATIONS:
+if RUN_EVALUATIONS:
 
     rule evaluate_run:
         input:
             weights=rules.train_clip.output.weights,
             facts=rules.train_clip.output.facts,
-            benchmarks=[benchmark_marker(name) for name in dict.fromkeys(b for b, _ in EVALUATIONS)],
+            benchmarks=[benchmark_marker(name) for name in dict.fromkeys(b for b, _ in RUN_EVALUATIONS)],
         output:
-            [f"{RESULTS}/eval/{TRAIN_RUN}/{benchmark}/{task}.json" for benchmark, task in EVALUATIONS],
+            evaluation_outputs(RUN_EVALUATIONS),
         params:
-            plan=lambda wildcards, output: json.dumps(evaluation_plan(output)),
+            plan=lambda wildcards, output: json.dumps(evaluation_plan(RUN_EVALUATIONS, output)),
             model_dir=lambda wildcards, input: os.path.dirname(input.weights),
             settings=lambda wildcards: json.dumps(evaluate_settings()),
         log:
@@ -47,3 +49,20 @@ if EVALUATIONS:
         shell:
             "python -m edsam evaluate --plan {params.plan:q} --model-dir {params.model_dir:q}"
             " --train-facts {input.facts:q} --settings {params.settings:q} > {log:q} 2>&1"
+
+
+if EXTRA_ZEROSHOT:
+
+    use rule evaluate_run as evaluate_zeroshot_extra with:
+        input:
+            weights=rules.train_clip.output.weights,
+            facts=rules.train_clip.output.facts,
+            benchmarks=[benchmark_marker(name) for name, _ in EXTRA_ZEROSHOT],
+        output:
+            evaluation_outputs(EXTRA_ZEROSHOT),
+        params:
+            plan=lambda wildcards, output: json.dumps(evaluation_plan(EXTRA_ZEROSHOT, output)),
+            model_dir=lambda wildcards, input: os.path.dirname(input.weights),
+            settings=lambda wildcards: json.dumps(evaluate_settings()),
+        log:
+            f"{LOGS}/eval/{TRAIN_RUN}.zeroshot_extra.log",

@@ -140,39 +140,3 @@ def augment_shard_file(ldm_source: str, source_tar, out_tar, stats_path, setting
              stats["synthetic_samples"], stats["synthetic_images_per_second"] or 0)
     return stats
 
-
-def subset_shard(superset_tar, superset_stats, out_tar, stats_path, m: int) -> dict:
-    """Write the M = ``m`` synthetic shard as the samples j < m of an M' > m shard of the same source.
-
-    Sample j of a source image depends only on (seed, source key, j) (see
-    :func:`sample_seed`), so the first m samples of the M' set are the M = m
-    set: Table 2's sweep over M is generated once, at its largest M, instead
-    of once per M (20 instead of 3+5+10+15+20 samples per image at paper scale).
-    Only the provenance's ``m`` changes (``superset_m`` records the source set).
-    """
-    import webdataset as wds
-
-    started = time.monotonic()
-    superset = json.loads(Path(superset_stats).read_text())
-    big_m = int(superset["settings"]["m"])
-    if not 0 < m < big_m:
-        raise ValueError(f"{superset_stats}: a subset needs 0 < M < {big_m} (the superset's M), got M = {m}")
-    written = 0
-    with atomic_path(out_tar) as tmp, wds.TarWriter(str(tmp), mtime=0) as sink:
-        for sample in iter_samples(superset_tar):
-            meta = json.loads(sample["json"])
-            if int(meta["j"]) >= m:
-                continue
-            meta.update(m=m, superset_m=big_m)
-            sink.write({**{k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"},
-                        "json": json.dumps(meta, sort_keys=True)})
-            written += 1
-        expected = superset["real_samples"] * m
-        if written != expected:  # raised before the rename: nothing is left at out_tar
-            raise ValueError(f"{superset_tar}: {written} samples with j < {m}, expected {expected} "
-                             f"({superset['real_samples']} source images x {m}); the shard does not match its stats")
-    stats = {**superset, "synthetic_samples": written, "seconds": round(time.monotonic() - started, 3),
-             "settings": {**superset["settings"], "m": m}, "superset": {"tar": str(superset_tar), "m": big_m}}
-    stats["synthetic_images_per_second"] = None  # copied, not generated
-    write_json_atomic(stats_path, stats)
-    return stats

@@ -102,16 +102,19 @@ def test_demo_end_to_end(workdir, test_ldm):
     the eight tables need, the tables, the figures and the README section."""
     config = write_config(workdir / "demo.yaml", test_ldm, train_per_class=5,
                           broken={"missing": 1, "corrupt": 1, "not_image": 1, "bomb": 1})
+    settings = yaml.safe_load(config.read_text())
+    settings["download"]["number_sample_per_shard"] = 30  # 2 shards: every synthetic set is 2 jobs
+    config.write_text(yaml.safe_dump(settings))
     snakemake("--cores", "2", "--configfile", str(config), cwd=workdir)
     manifest = json.loads((workdir / "results/download/demo/manifest.json").read_text())
     assert manifest["samples"] == 50 and manifest["rows"] == 54
-    assert manifest["num_shards"] == 3
+    assert manifest["num_shards"] == 2
     report = pd.read_csv(workdir / "results/download/demo/report.tsv", sep="\t")
     assert report.samples.sum() == 50 and (report.verified_samples == report.samples).all()
     assert (report.bad_images == 0).all()
     augment = workdir / "results/augment/demo/pretrained"
     superset = json.loads((augment / "edsam-rho0.5-m2/manifest.json").read_text())
-    assert superset["real_samples"] == 50 and superset["synthetic_samples"] == 100 and len(superset["shards"]) == 3
+    assert superset["real_samples"] == 50 and superset["synthetic_samples"] == 100 and len(superset["shards"]) == 2
     default = json.loads((augment / "edsam-rho0.5-m1-of-m2/manifest.json").read_text())  # M = 1, copied
     assert default["synthetic_samples"] == 50 and default["superset"]["m"] == 2
     fidelity = json.loads((workdir / "results/ldm/fidelity/pretrained.json").read_text())

@@ -1,5 +1,4 @@
 import json
-import os
 import urllib.request
 
 import pandas as pd

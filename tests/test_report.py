@@ -5,7 +5,6 @@ import json
 
 import pandas as pd
 import pytest
-import yaml
 
 from conftest import REPO, snakemake
 from edsam.config import load_config

@@ -159,3 +159,21 @@ def test_a_subset_of_a_truncated_superset_fails_naming_it(tiny_ldm_dir, source_s
     with pytest.raises(ValueError, match="m3.tar: 6 samples with j < 2, expected 8"):
         subset_shard(tmp_path / "m3.tar", tmp_path / "m3.json", tmp_path / "x.tar", tmp_path / "x.json", 2)
     assert not (tmp_path / "x.tar").exists()
+
+
+def test_set_bookkeeping_commands_do_not_import_the_model_libraries(tiny_ldm_dir, source_shard, tmp_path):
+    """augment-subset / augment-manifest run once per shard / set: importing diffusers and transformers
+    would cost each of those jobs ~9 CPU-seconds."""
+    import subprocess
+    import sys
+
+    run(tiny_ldm_dir, source_shard, tmp_path / "m3.tar")
+    script = ("import sys; from edsam.cli import main\n"
+              f"main(['augment-subset', '--superset', {str(tmp_path / 'm3.tar')!r}, '--superset-stats', "
+              f"{str(tmp_path / 'm3.json')!r}, '--m', '1', '--out', {str(tmp_path / 'm1.tar')!r}, "
+              f"'--stats', {str(tmp_path / 'm1.json')!r}])\n"
+              f"main(['augment-manifest', '--out', {str(tmp_path / 'manifest.json')!r}, {str(tmp_path / 'm1.json')!r}])\n"
+              "print(sorted(m for m in ('diffusers', 'transformers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert json.loads((tmp_path / "manifest.json").read_text())["synthetic_samples"] == 3

@@ -412,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The commands that load diffusers / transformers models. Only these pay for importing them (~9 CPU-s):
+# the manifest and subset jobs of every synthetic set used to.
+MODEL_COMMANDS = frozenset({"ldm-init", "ldm-train", "ldm-release", "augment", "ldm-fidelity"})
+
+
 def quiet_model_libraries() -> None:
     """diffusers/transformers warn at every load about config keys we override on purpose."""
     for name in ("diffusers", "transformers"):
@@ -429,6 +434,6 @@ def quiet_model_libraries() -> None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    if args.command.startswith(("ldm-", "augment")):
+    if args.command in MODEL_COMMANDS:
         quiet_model_libraries()
     return args.func(args)

@@ -139,4 +139,3 @@ def augment_shard_file(ldm_source: str, source_tar, out_tar, stats_path, setting
     log.info("%s: %d real -> %d synthetic images, %.2f synthetic img/s", source_tar, stats["real_samples"],
              stats["synthetic_samples"], stats["synthetic_images_per_second"] or 0)
     return stats
-

@@ -45,7 +45,7 @@ def subset_shard(superset_tar, superset_stats, out_tar, stats_path, m: int) -> d
             raise ValueError(f"{superset_tar}: {written} samples with j < {m}, expected {expected} "
                              f"({superset['real_samples']} source images x {m}); the shard does not match its stats")
     stats = {**superset, "synthetic_samples": written, "seconds": round(time.monotonic() - started, 3),
-             "settings": {**superset["settings"], "m": m}, "superset": {"tar": str(superset_tar), "m": big_m}}
-    stats["synthetic_images_per_second"] = None  # copied, not generated
+             "settings": {**superset["settings"], "m": m}, "superset": {"tar": str(superset_tar), "m": big_m},
+             "synthetic_images_per_second": None}  # copied, not generated
     write_json_atomic(stats_path, stats)
     return stats

@@ -118,6 +118,10 @@ def check_labels(targets, classnames: list[str], root) -> None:
                              f"{len(classnames)} classes")
 
 
+# The splits each evaluation task reads (zero-shot classifies test; the probe and fine-tuning also train).
+TASK_SPLITS = {"zeroshot_classification": ("test",), "linear_probe": ("train", "test"), "finetune": ("train", "test")}
+
+
 def check_benchmark_labels(root: str | Path, splits=("test",)) -> dict:
     """:func:`check_benchmark` plus every split's labels checked against classnames; adds ``samples`` per split.
 

@@ -21,14 +21,18 @@ from edsam.report.tables import to_markdown
 BEGIN, END = "<!-- results:begin (written by `edsam readme-sync`; do not edit) -->", "<!-- results:end -->"
 
 
+def _table_number(path: str | Path) -> int:
+    return int(re.search(r"(\d+)", Path(path).stem).group(1))
+
+
 def results_block(table_csvs: list[str | Path], figures: list[str | Path], figures_dir: str, title: str) -> str:
     """Markdown: ``title``, the figures (linked under ``figures_dir``), then each table's covered rows."""
     lines = [f"_{title}_", ""]
     lines += [f"![{Path(f).stem}]({figures_dir}/{Path(f).name})" for f in figures]
-    for path in sorted(table_csvs, key=lambda p: int(re.search(r"(\d+)", Path(p).stem).group(1))):
+    for path in sorted(table_csvs, key=_table_number):
         frame = pd.read_csv(path)
         covered = frame[frame.status != "not covered"]
-        table = int(frame.table.iloc[0]) if len(frame) else int(re.search(r"(\d+)", Path(path).stem).group(1))
+        table = _table_number(path)
         if covered.empty:
             lines += ["", f"#### Table {table}", "", "(no cell covered by this config)"]
             continue

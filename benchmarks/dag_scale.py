@@ -10,6 +10,7 @@ count per rule.
 
     python benchmarks/dag_scale.py                                 # the three datasets, target all
     python benchmarks/dag_scale.py --shards laion400m=41000 --target all_tables
+    python benchmarks/dag_scale.py --shards-per-job 1                 # one job per shard: the naive DAG
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ def fake_downloads(workdir: Path, shards: dict[str, int], per_shard: int = 10000
         (out / "manifest.json").write_text(json.dumps({"shards": rows, "samples": per_shard * count}))
 
 
-def dry_run(workdir: Path, target: str, configfile: Path) -> dict:
+def dry_run(workdir: Path, target: str, configfile: Path, shards_per_job: int | None = None) -> dict:
     command = ["/usr/bin/time", "-v", sys.executable, "-m", "snakemake", target, "-n", "--quiet", "rules",
-               "--snakefile", str(REPO / "Snakefile"), "--configfile", str(configfile), "--directory", str(workdir)]
+               "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(configfile)]
+    if shards_per_job:
+        command += ["--config", f"shards_per_job={shards_per_job}"]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"dry run failed:\n{result.stderr[-3000:]}")
@@ -53,14 +56,17 @@ def main(argv=None):
                         help="dataset=count pairs (default: the paper's three datasets)")
     parser.add_argument("--target", default="all")
     parser.add_argument("--configfile", type=Path, default=REPO / "config" / "config.yaml")
+    parser.add_argument("--shards-per-job", type=int, help="override the config's shards_per_job (1: one job per shard)")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args(argv)
     shards = {k: int(v) for k, v in (pair.split("=") for pair in args.shards)}
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(scratch)
         fake_downloads(workdir, shards)
-        result = {"shards": shards, "target": args.target, **dry_run(workdir, args.target, args.configfile)}
-    print(f"DAG of {args.target!r} with {shards}: {result['jobs'].get('total', '?')} jobs, "
+        result = {"shards": shards, "target": args.target, "shards_per_job": args.shards_per_job,
+                  **dry_run(workdir, args.target, args.configfile, args.shards_per_job)}
+    grouping = f", shards_per_job={args.shards_per_job}" if args.shards_per_job else ""
+    print(f"DAG of {args.target!r} with {shards}{grouping}: {result['jobs'].get('total', '?')} jobs, "
           f"{result['seconds']} s, {result['max_rss_mib']} MiB peak")
     for rule, count in sorted(result["jobs"].items(), key=lambda kv: -kv[1]):
         print(f"  {rule:28s} {count}")

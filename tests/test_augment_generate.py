@@ -2,14 +2,17 @@
 
 import io
 import json
+from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
 import webdataset as wds
 from PIL import Image
 
-from edsam.augment.generate import AugmentSettings, augment_shard, augment_shard_file
-from edsam.augment.subset import subset_shard
+from edsam.augment import groups
+from edsam.augment.generate import AugmentSettings, augment_shard
+from edsam.augment.groups import augment_group, read_group, subset_group
 from edsam.augment.sampler import EDSAMSampler, SamplerSettings
 from edsam.fileio import sha256_file
 from edsam.ldm.models import TinyLDMSpec, build_tiny_pipeline, save_tiny_pipeline
@@ -47,16 +50,22 @@ def source_shard(tmp_path):
 SETTINGS = AugmentSettings(m=3, rho=0.5, seed=7, resolution=32, batch_size=2, model_id="tiny-test")
 
 
-def run(tiny_ldm_dir, source, out, **sampler):
-    return augment_shard_file(str(tiny_ldm_dir), source, out, out.with_suffix(".json"), SETTINGS,
-                              SamplerSettings(steps=2, **sampler), device="cpu")
+def run(tiny_ldm_dir, source, set_dir, settings=SETTINGS, **sampler):
+    """One group (the job's unit) of one shard; its stats."""
+    group = augment_group(str(tiny_ldm_dir), [str(source)], set_dir, set_dir / "groups" / "g.json", settings,
+                          SamplerSettings(steps=2, **sampler), device="cpu")
+    return group["shards"][0]
+
+
+def tar(set_dir, shard="00007"):
+    return set_dir / "shards" / f"{shard}.tar"
 
 
 def test_synthetic_shard_has_m_samples_per_image_with_provenance(tiny_ldm_dir, source_shard, tmp_path):
-    stats = run(tiny_ldm_dir, source_shard, tmp_path / "out.tar")
+    stats = run(tiny_ldm_dir, source_shard, tmp_path / "out")
     assert stats["real_samples"] == 3 and stats["synthetic_samples"] == 9
     assert stats["skipped"] == {"undecodable image": 1, "missing caption": 1}
-    samples = list(iter_samples(tmp_path / "out.tar"))
+    samples = list(iter_samples(tar(tmp_path / "out")))
     assert [s["__key__"] for s in samples] == [f"000{k}_00{j}" for k in (1, 2, 3) for j in range(3)]
     for sample in samples:
         meta = json.loads(sample["json"])
@@ -65,18 +74,18 @@ def test_synthetic_shard_has_m_samples_per_image_with_provenance(tiny_ldm_dir, s
         assert {"seed", "model_id", "steps", "rho", "transform", "j", "source_shard"} <= set(meta)
         assert meta["model_id"] == "tiny-test" and meta["source_shard"] == "00007.tar"
         assert Image.open(io.BytesIO(sample["jpg"])).size == (32, 32)
-    assert json.loads((tmp_path / "out.json").read_text())["synthetic_samples"] == 9
+    assert json.loads((tmp_path / "out" / "stats" / "00007.json").read_text())["synthetic_samples"] == 9
 
 
 def test_same_inputs_same_bytes_and_batching_does_not_matter(tiny_ldm_dir, source_shard, tmp_path):
-    run(tiny_ldm_dir, source_shard, tmp_path / "a.tar")
-    run(tiny_ldm_dir, source_shard, tmp_path / "b.tar")
-    assert sha256_file(tmp_path / "a.tar") == sha256_file(tmp_path / "b.tar")
+    run(tiny_ldm_dir, source_shard, tmp_path / "a")
+    run(tiny_ldm_dir, source_shard, tmp_path / "b")
+    assert sha256_file(tar(tmp_path / "a")) == sha256_file(tar(tmp_path / "b"))
     ldm = LatentDiffusion.load(str(tiny_ldm_dir))
     alone = augment_shard(EDSAMSampler(ldm, SamplerSettings(steps=2)), source_shard, tmp_path / "c.tar",
                           AugmentSettings(**{**SETTINGS.__dict__, "batch_size": 1}))
     assert alone["synthetic_samples"] == 9
-    by_key_a = {s["__key__"]: json.loads(s["json"])["alpha"] for s in iter_samples(tmp_path / "a.tar")}
+    by_key_a = {s["__key__"]: json.loads(s["json"])["alpha"] for s in iter_samples(tar(tmp_path / "a"))}
     by_key_c = {s["__key__"]: json.loads(s["json"])["alpha"] for s in iter_samples(tmp_path / "c.tar")}
     assert by_key_a == by_key_c  # alphas are per sample, not per batch
 
@@ -94,16 +103,16 @@ def test_empty_shard_gives_an_empty_valid_tar(tiny_ldm_dir, tmp_path):
     empty = tmp_path / "empty.tar"
     with wds.TarWriter(str(empty)):
         pass
-    stats = run(tiny_ldm_dir, empty, tmp_path / "out.tar")
-    assert stats["synthetic_samples"] == 0 and list(iter_samples(tmp_path / "out.tar")) == []
+    stats = run(tiny_ldm_dir, empty, tmp_path / "out")
+    assert stats["synthetic_samples"] == 0 and list(iter_samples(tar(tmp_path / "out", "empty"))) == []
 
 
 @pytest.mark.parametrize("sampler", [dict(transform="random"), dict(inversion="noising", strength=0.5),
                                      dict(guidance_scale=3.0)])
 def test_variants_run(tiny_ldm_dir, source_shard, tmp_path, sampler):
-    stats = run(tiny_ldm_dir, source_shard, tmp_path / "out.tar", **sampler)
+    stats = run(tiny_ldm_dir, source_shard, tmp_path / "out", **sampler)
     assert stats["synthetic_samples"] == 9
-    assert json.loads(next(iter_samples(tmp_path / "out.tar"))["json"])["transform"] == sampler.get("transform", "edsam")
+    assert json.loads(next(iter_samples(tar(tmp_path / "out")))["json"])["transform"] == sampler.get("transform", "edsam")
 
 
 def test_unet_calls_invert_once_and_sample_m_together(tiny_ldm_dir):
@@ -123,12 +132,16 @@ def test_ldm_loads_from_a_local_folder_only(tmp_path):
         LatentDiffusion.load(str(tmp_path / "no-such-model"), local_files_only=True)
 
 
+def subset(superset_dir, out_dir, m):
+    return subset_group(superset_dir / "groups" / "g.json", out_dir, out_dir / "groups" / "g.json", m)["shards"][0]
+
+
 def test_a_subset_is_the_first_m_samples_of_the_larger_set(tiny_ldm_dir, source_shard, tmp_path):
-    run(tiny_ldm_dir, source_shard, tmp_path / "m3.tar")  # SETTINGS: M = 3
-    stats = subset_shard(tmp_path / "m3.tar", tmp_path / "m3.json", tmp_path / "m2.tar", tmp_path / "m2.json", 2)
+    run(tiny_ldm_dir, source_shard, tmp_path / "m3")  # SETTINGS: M = 3
+    stats = subset(tmp_path / "m3", tmp_path / "m2", 2)
     assert stats["synthetic_samples"] == 6 and stats["settings"]["m"] == 2 and stats["superset"]["m"] == 3
-    big = {s["__key__"]: s for s in iter_samples(tmp_path / "m3.tar")}
-    small = list(iter_samples(tmp_path / "m2.tar"))
+    big = {s["__key__"]: s for s in iter_samples(tar(tmp_path / "m3"))}
+    small = list(iter_samples(tar(tmp_path / "m2")))
     assert [s["__key__"] for s in small] == [f"000{k}_00{j}" for k in (1, 2, 3) for j in range(2)]
     for sample in small:
         meta, original = json.loads(sample["json"]), json.loads(big[sample["__key__"]]["json"])
@@ -140,39 +153,72 @@ def test_a_subset_is_the_first_m_samples_of_the_larger_set(tiny_ldm_dir, source_
     assert direct["synthetic_samples"] == 6
     alphas = {s["__key__"]: json.loads(s["json"])["alpha"] for s in iter_samples(tmp_path / "direct.tar")}
     assert alphas == {s["__key__"]: json.loads(s["json"])["alpha"] for s in small}
-    subset_shard(tmp_path / "m3.tar", tmp_path / "m3.json", tmp_path / "again.tar", tmp_path / "again.json", 2)
-    assert sha256_file(tmp_path / "again.tar") == sha256_file(tmp_path / "m2.tar")
+    subset(tmp_path / "m3", tmp_path / "again", 2)
+    assert sha256_file(tar(tmp_path / "again")) == sha256_file(tar(tmp_path / "m2"))
 
 
 @pytest.mark.parametrize("m", [0, 3, 4])
 def test_a_subset_needs_a_smaller_m(tiny_ldm_dir, source_shard, tmp_path, m):
-    run(tiny_ldm_dir, source_shard, tmp_path / "m3.tar")
-    with pytest.raises(ValueError, match="m3.json: a subset needs 0 < M < 3"):
-        subset_shard(tmp_path / "m3.tar", tmp_path / "m3.json", tmp_path / "x.tar", tmp_path / "x.json", m)
-    assert not (tmp_path / "x.tar").exists()
+    run(tiny_ldm_dir, source_shard, tmp_path / "m3")
+    with pytest.raises(ValueError, match="00007.tar: a subset needs 0 < M < 3"):
+        subset(tmp_path / "m3", tmp_path / "x", m)
+    assert not tar(tmp_path / "x").exists()
 
 
-def test_a_subset_of_a_truncated_superset_fails_naming_it(tiny_ldm_dir, source_shard, tmp_path):
-    run(tiny_ldm_dir, source_shard, tmp_path / "m3.tar")
-    stats = json.loads((tmp_path / "m3.json").read_text())
-    (tmp_path / "m3.json").write_text(json.dumps({**stats, "real_samples": 4}))  # stats and shard disagree
-    with pytest.raises(ValueError, match="m3.tar: 6 samples with j < 2, expected 8"):
-        subset_shard(tmp_path / "m3.tar", tmp_path / "m3.json", tmp_path / "x.tar", tmp_path / "x.json", 2)
-    assert not (tmp_path / "x.tar").exists()
+def test_a_subset_of_a_superset_that_disagrees_with_its_stats_fails_naming_it(tiny_ldm_dir, source_shard, tmp_path):
+    run(tiny_ldm_dir, source_shard, tmp_path / "m3")
+    group_json = tmp_path / "m3" / "groups" / "g.json"
+    group = json.loads(group_json.read_text())
+    group["shards"][0]["real_samples"] = 4  # stats and shard disagree
+    group_json.write_text(json.dumps(group))
+    with pytest.raises(ValueError, match="00007.tar: 6 samples with j < 2, expected 8"):
+        subset(tmp_path / "m3", tmp_path / "x", 2)
+    assert not tar(tmp_path / "x").exists()
+
+
+def test_a_rerun_group_keeps_finished_shards_and_redoes_the_rest(tiny_ldm_dir, source_shard, tmp_path, monkeypatch):
+    import edsam.augment.generate as generate
+
+    second = tmp_path / "00008.tar"
+    second.write_bytes(source_shard.read_bytes())
+    set_dir, sampler, sources = tmp_path / "set", SamplerSettings(steps=2), [str(source_shard), str(second)]
+    group_json = set_dir / "groups" / "g.json"
+    augment_group(str(tiny_ldm_dir), sources, set_dir, group_json, SETTINGS, sampler, device="cpu")
+    redone_bytes, kept_mtime = tar(set_dir, "00008").read_bytes(), tar(set_dir, "00007").stat().st_mtime_ns
+    # killed after shard 00007: 00008's stats and the group's JSON were never written
+    group_json.unlink()
+    (set_dir / "stats" / "00008.json").unlink()
+    made, real = [], generate.augment_shard_file
+    monkeypatch.setattr(generate, "augment_shard_file",
+                        lambda sampler, source, *rest: made.append(Path(source).stem) or real(sampler, source, *rest))
+    group = augment_group(str(tiny_ldm_dir), sources, set_dir, group_json, SETTINGS, sampler, device="cpu")
+    assert made == ["00008"] and tar(set_dir, "00007").stat().st_mtime_ns == kept_mtime
+    assert tar(set_dir, "00008").read_bytes() == redone_bytes
+    assert [entry["shard"] for entry in group["shards"]] == ["00007", "00008"]
+    monkeypatch.setattr(generate, "load_sampler", lambda *a, **k: pytest.fail("loaded the LDM with nothing to make"))
+    augment_group(str(tiny_ldm_dir), sources, set_dir, group_json, SETTINGS, sampler, device="cpu")
+    # other settings, or a tar that is not the one its stats describe, mean the shard is made again
+    stats_path, expected = set_dir / "stats" / "00007.json", {"settings": asdict(SETTINGS), "sampler": asdict(sampler)}
+    assert groups.finished(tar(set_dir, "00007"), stats_path, expected) is not None
+    assert groups.finished(tar(set_dir, "00007"), stats_path, {**expected, "sampler": asdict(SamplerSettings())}) is None
+    with open(tar(set_dir, "00007"), "r+b") as handle:
+        handle.truncate(512)
+    assert groups.finished(tar(set_dir, "00007"), stats_path, expected) is None
+    with pytest.raises(ValueError, match="00007.tar is missing or not the size its group recorded; delete .*g.json"):
+        read_group(group_json)
 
 
 def test_set_bookkeeping_commands_do_not_import_the_model_libraries(tiny_ldm_dir, source_shard, tmp_path):
-    """augment-subset / augment-manifest run once per shard / set: importing diffusers and transformers
+    """augment-subset / augment-manifest run once per group / set: importing diffusers and transformers
     would cost each of those jobs ~9 CPU-seconds."""
     import subprocess
     import sys
 
-    run(tiny_ldm_dir, source_shard, tmp_path / "m3.tar")
+    run(tiny_ldm_dir, source_shard, tmp_path / "m3")
     script = ("import sys; from edsam.cli import main\n"
-              f"main(['augment-subset', '--superset', {str(tmp_path / 'm3.tar')!r}, '--superset-stats', "
-              f"{str(tmp_path / 'm3.json')!r}, '--m', '1', '--out', {str(tmp_path / 'm1.tar')!r}, "
-              f"'--stats', {str(tmp_path / 'm1.json')!r}])\n"
-              f"main(['augment-manifest', '--out', {str(tmp_path / 'manifest.json')!r}, {str(tmp_path / 'm1.json')!r}])\n"
+              f"main(['augment-subset', '--superset-group', {str(tmp_path / 'm3' / 'groups' / 'g.json')!r}, "
+              f"'--m', '1', '--out-dir', {str(tmp_path / 'm1')!r}, '--group', {str(tmp_path / 'm1' / 'g.json')!r}])\n"
+              f"main(['augment-manifest', '--out', {str(tmp_path / 'manifest.json')!r}, {str(tmp_path / 'm1' / 'g.json')!r}])\n"
               "print(sorted(m for m in ('diffusers', 'transformers') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[]"

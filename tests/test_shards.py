@@ -7,7 +7,7 @@ import webdataset as wds
 from PIL import Image
 
 from edsam.corpus import bomb_png
-from edsam.shards import ShardError, download_report, verify_shard, verify_shard_file
+from edsam.shards import ShardError, download_report, verify_shard, verify_shard_files
 
 
 def jpeg(colour=(200, 30, 30), size=(16, 16)):
@@ -81,7 +81,7 @@ def test_report_joins_manifest_and_verification(good_tar, tmp_path):
         {"shard": "00001", "count": 3, "successes": 0, "failed_to_download": 3, "failed_to_resize": 0},
     ]}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    verify_shard_file(good_tar, tmp_path / "manifest.json", 1 << 20, tmp_path / "v0.json")
+    verify_shard_files([good_tar], tmp_path / "manifest.json", 1 << 20, tmp_path / "v0.json")
     frame = download_report(tmp_path / "manifest.json", [tmp_path / "v0.json"], tmp_path / "report.tsv")
     assert list(frame.verified_samples) == [5, 0]
     assert pd.read_csv(tmp_path / "report.tsv", sep="\t", dtype={"shard": str}).equals(frame)
@@ -90,4 +90,4 @@ def test_report_joins_manifest_and_verification(good_tar, tmp_path):
 def test_verify_rejects_a_shard_missing_from_the_manifest(good_tar, tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"dataset": "d", "shards": []}))
     with pytest.raises(ShardError, match="lists no shard '00000'"):
-        verify_shard_file(good_tar, tmp_path / "manifest.json", 1 << 20, tmp_path / "v.json")
+        verify_shard_files([good_tar], tmp_path / "manifest.json", 1 << 20, tmp_path / "v.json")

@@ -152,6 +152,8 @@ def test_download_failure_is_reported_and_stops_the_rule(workdir):
 def test_killed_run_resumes_without_refetching(workdir):
     """SIGKILL the whole workflow mid-download; the rerun keeps the finished shards."""
     config = write_config(workdir / "demo.yaml", train_per_class=40, broken={})
+    settings = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**settings, "shards_per_job": 10}))  # 2 verification jobs, not 20
     target = "results/download/demo/report.tsv"
     shards = workdir / "results/download/demo/shards"
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),

@@ -40,15 +40,16 @@ def _cmd_download(args) -> int:
     return 0
 
 
-def _cmd_verify_shard(args) -> int:
-    from edsam.shards import ShardError, verify_shard_file
+def _cmd_verify_shards(args) -> int:
+    from edsam.shards import ShardError, verify_shard_files
 
     try:
-        result = verify_shard_file(args.tar, args.manifest, args.max_pixels, args.out)
+        results = verify_shard_files(args.tars, args.manifest, args.max_pixels, args.out)
     except ShardError as err:
-        print(f"edsam verify-shard: error: {err}", file=sys.stderr)
+        print(f"edsam verify-shards: error: {err}", file=sys.stderr)
         return 1
-    print(json.dumps({k: result[k] for k in ("shard", "samples", "bad_images", "missing_captions")}))
+    for result in results:
+        print(json.dumps({k: result[k] for k in ("shard", "samples", "bad_images", "missing_captions")}))
     return 0
 
 
@@ -98,32 +99,34 @@ def _cmd_ldm_release(args) -> int:
 
 
 def _cmd_augment(args) -> int:
-    from edsam.augment.generate import AugmentSettings, augment_shard_file
+    from edsam.augment.generate import AugmentSettings
+    from edsam.augment.groups import augment_group
     from edsam.augment.sampler import SamplerSettings
 
     settings = json.loads(args.settings)
     device = None if settings["device"] == "auto" else settings["device"]
-    augment_shard_file(
-        args.ldm, args.source, args.out, args.stats, AugmentSettings(**settings["augment"]),
+    group = augment_group(
+        args.ldm, args.sources, args.out_dir, args.group, AugmentSettings(**settings["augment"]),
         SamplerSettings(**settings["sampler"]), local_files_only=settings["local_files_only"], device=device,
         precision=settings["precision"],
     )
+    print(json.dumps({k: group[k] for k in ("real_samples", "synthetic_samples")}))
     return 0
 
 
 def _cmd_augment_manifest(args) -> int:
     from edsam.augment.manifest import write_manifest
 
-    manifest = write_manifest(args.stats, args.out)
+    manifest = write_manifest(args.groups, args.out)
     print(json.dumps({k: manifest[k] for k in ("real_samples", "synthetic_samples", "skipped")}))
     return 0
 
 
 def _cmd_augment_subset(args) -> int:
-    from edsam.augment.subset import subset_shard
+    from edsam.augment.groups import subset_group
 
-    stats = subset_shard(args.superset, args.superset_stats, args.out, args.stats, args.m)
-    print(json.dumps({k: stats[k] for k in ("real_samples", "synthetic_samples")}))
+    group = subset_group(args.superset_group, args.out_dir, args.group, args.m)
+    print(json.dumps({k: group[k] for k in ("real_samples", "synthetic_samples")}))
     return 0
 
 
@@ -269,17 +272,17 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--out", required=True, help="the dataset's download folder")
     download.set_defaults(func=_cmd_download)
 
-    verify = sub.add_parser("verify-shard", help="read every sample of a downloaded shard")
-    verify.add_argument("--tar", required=True)
+    verify = sub.add_parser("verify-shards", help="read every sample of a group of downloaded shards")
+    verify.add_argument("--tars", nargs="+", required=True)
     verify.add_argument("--manifest", required=True, help="the dataset's manifest.json")
     verify.add_argument("--max-pixels", type=int, required=True, help="refuse images larger than this")
-    verify.add_argument("--out", required=True, help="where to write the shard's JSON summary")
-    verify.set_defaults(func=_cmd_verify_shard)
+    verify.add_argument("--out", required=True, help="where to write the group's JSON summary (one entry per shard)")
+    verify.set_defaults(func=_cmd_verify_shards)
 
     report = sub.add_parser("download-report", help="per-shard TSV of a dataset's download")
     report.add_argument("--manifest", required=True)
     report.add_argument("--out", required=True)
-    report.add_argument("verified", nargs="*", help="verify-shard outputs")
+    report.add_argument("verified", nargs="*", help="verify-shards outputs (one JSON per shard group)")
     report.set_defaults(func=_cmd_download_report)
 
     pretrain = sub.add_parser("ldm-pretrain-shards", help="render the tiny LDM's pretraining corpus as shards")
@@ -306,25 +309,24 @@ def build_parser() -> argparse.ArgumentParser:
     release.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")
     release.set_defaults(func=_cmd_ldm_release)
 
-    augment = sub.add_parser("augment", help="ED-SAM: one source shard -> one synthetic shard")
+    augment = sub.add_parser("augment", help="ED-SAM: a group of source shards -> their synthetic shards")
     augment.add_argument("--ldm", required=True, help="pipeline folder or hub id")
-    augment.add_argument("--source", required=True, help="the real shard")
-    augment.add_argument("--out", required=True, help="the synthetic shard to write")
-    augment.add_argument("--stats", required=True, help="where to write the shard's stats JSON")
+    augment.add_argument("--sources", nargs="+", required=True, help="the real shards (.tar) of the group")
+    augment.add_argument("--out-dir", required=True, help="the synthetic set: shards/<id>.tar, stats/<id>.json")
+    augment.add_argument("--group", required=True, help="where to write the group's JSON (its shards' stats)")
     augment.add_argument("--settings", required=True, help="augment, sampler, device, precision as JSON")
     augment.set_defaults(func=_cmd_augment)
 
     augment_manifest = sub.add_parser("augment-manifest", help="list a synthetic shard set and its totals")
     augment_manifest.add_argument("--out", required=True)
-    augment_manifest.add_argument("stats", nargs="+", help="per-shard stats JSONs")
+    augment_manifest.add_argument("groups", nargs="+", help="the set's shard-group JSONs")
     augment_manifest.set_defaults(func=_cmd_augment_manifest)
 
-    subset = sub.add_parser("augment-subset", help="the M = m synthetic shard as the first m samples of an M' > m one")
-    subset.add_argument("--superset", required=True, help="the M' shard (.tar)")
-    subset.add_argument("--superset-stats", required=True, help="its stats JSON")
+    subset = sub.add_parser("augment-subset", help="the M = m synthetic shards as the first m samples of an M' > m set")
+    subset.add_argument("--superset-group", required=True, help="the M' set's group JSON")
     subset.add_argument("--m", type=int, required=True)
-    subset.add_argument("--out", required=True)
-    subset.add_argument("--stats", required=True)
+    subset.add_argument("--out-dir", required=True, help="the M = m set")
+    subset.add_argument("--group", required=True, help="where to write this group's JSON")
     subset.set_defaults(func=_cmd_augment_subset)
 
     fidelity = sub.add_parser("ldm-fidelity", help="judge an LDM's outputs with a classifier of real images")

@@ -86,21 +86,24 @@ def verify_shard(tar_path: str | Path, expected_samples: int, max_pixels: int) -
     }
 
 
-def verify_shard_file(tar_path: str | Path, manifest_path: str | Path, max_pixels: int, out: str | Path) -> dict:
-    manifest = json.loads(Path(manifest_path).read_text())
-    shard = Path(tar_path).stem
-    entry = next((s for s in manifest["shards"] if s["shard"] == shard), None)
-    if entry is None:
-        raise ShardError(f"{manifest_path}: lists no shard {shard!r}")
-    result = {"shard": shard, **verify_shard(tar_path, entry["successes"], max_pixels)}
-    write_json_atomic(out, result)
-    return result
+def verify_shard_files(tar_paths: list[str | Path], manifest_path: str | Path, max_pixels: int,
+                       out: str | Path) -> list[dict]:
+    """Verify a group of shards against the download manifest; write one JSON list for the group."""
+    manifest = {s["shard"]: s for s in json.loads(Path(manifest_path).read_text())["shards"]}
+    results = []
+    for tar_path in tar_paths:
+        shard = Path(tar_path).stem
+        if shard not in manifest:
+            raise ShardError(f"{manifest_path}: lists no shard {shard!r}")
+        results.append({"shard": shard, **verify_shard(tar_path, manifest[shard]["successes"], max_pixels)})
+    write_json_atomic(out, results)
+    return results
 
 
 def download_report(manifest_path: str | Path, verified_paths: list[str | Path], out: str | Path) -> pd.DataFrame:
     """One row per shard: img2dataset's counts beside what verification found."""
     manifest = json.loads(Path(manifest_path).read_text())
-    verified = {v["shard"]: v for v in (json.loads(Path(p).read_text()) for p in verified_paths)}
+    verified = {v["shard"]: v for p in verified_paths for v in json.loads(Path(p).read_text())}
     rows = []
     for shard in manifest["shards"]:
         check = verified.get(shard["shard"], {})

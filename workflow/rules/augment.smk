@@ -1,78 +1,81 @@
-# ED-SAM augmentation: one job per (dataset, LDM, variant, source shard), each
-# writing one synthetic shard atomically, so finished shards are never redone.
-# A variant is "<transform>-rho<rho>-m<M>", e.g. edsam-rho0.5-m10.
+# ED-SAM augmentation: one job per (dataset, LDM, variant, group of source
+# shards). A variant is "<transform>-rho<rho>-m<M>", e.g. edsam-rho0.5-m10.
+# A group is augment.shards_per_job consecutive shards, named <first>-<last>;
+# each shard is written atomically with its stats, and a rerun group skips the
+# shards an earlier attempt finished (edsam.augment.groups). The group's JSON is
+# the tracked output: LAION-400M's 41,000 shards stay a DAG Snakemake can build.
+SYNTHETIC_SET = f"{RESULTS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}"
+SUBSET = f"{RESULTS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}-of-m{{superset}}"
 
 
-rule augment_shard:
+rule augment_shards:
     input:
         manifest=lambda wildcards: manifest(wildcards.dataset),
         ldm=lambda wildcards: ldm_inputs(wildcards.ldm, wildcards.dataset),
     output:
-        shard=f"{RESULTS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}/shards/{{shard}}.tar",
-        stats=f"{RESULTS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}/stats/{{shard}}.json",
+        f"{SYNTHETIC_SET}/groups/{{group}}.json",
     params:
-        source=lambda wildcards: f"{download_dir(wildcards.dataset)}/shards/{wildcards.shard}.tar",
+        sources=lambda wildcards: [f"{download_dir(wildcards.dataset)}/shards/{shard}.tar"
+                                   for shard in shard_groups(wildcards.dataset)[wildcards.group]],
+        out_dir=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
         ldm=lambda wildcards: ldm_source(wildcards.ldm, wildcards.dataset),
         settings=lambda wildcards: json.dumps(augment_settings(wildcards)),
     log:
-        f"{LOGS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}/{{shard}}.log",
+        f"{LOGS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}/{{group}}.log",
     threads: config["augment"]["threads"]
     priority: 40  # on the critical path to every ED-SAM training
     resources:
-        gpus=lambda wildcards: 0 if config["augment"]["device"] == "cpu" else 1,
+        **stage_resources("augment", gpu=model_gpu()),
     conda:
         "../../envs/augment.yaml"
     shell:
-        "python -m edsam augment --ldm {params.ldm:q} --source {params.source:q} --out {output.shard:q}"
-        " --stats {output.stats:q} --settings {params.settings:q} > {log:q} 2>&1"
+        "python -m edsam augment --ldm {params.ldm:q} --sources {params.sources:q} --out-dir {params.out_dir:q}"
+        " --group {output:q} --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule augment_manifest:
     input:
-        # the shards too, not only their stats: a lost shard must make its job rerun
-        shards=lambda wildcards: expand(
-            rules.augment_shard.output.shard, shard=shard_ids(wildcards.dataset), allow_missing=True
-        ),
-        stats=lambda wildcards: expand(
-            rules.augment_shard.output.stats, shard=shard_ids(wildcards.dataset), allow_missing=True
+        lambda wildcards: expand(
+            rules.augment_shards.output[0], group=shard_groups(wildcards.dataset), allow_missing=True
         ),
     output:
-        f"{RESULTS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}/manifest.json",
+        f"{SYNTHETIC_SET}/manifest.json",
     log:
         f"{LOGS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}/manifest.log",
+    resources:
+        **stage_resources("light"),
     conda:
         "../../envs/augment.yaml"
     shell:
-        "python -m edsam augment-manifest --out {output:q} {input.stats:q} > {log:q} 2>&1"
+        "python -m edsam augment-manifest --out {output:q} {input:q} > {log:q} 2>&1"
 
 
 # Table 2's sweep over M: with augment.m_superset, an M < M' set is copied out
 # of the M' set (the first M samples per image; same seeds, same draws).
-rule augment_subset_shard:
+rule augment_subset_shards:
     input:
-        shard=f"{RESULTS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{superset}}/shards/{{shard}}.tar",
-        stats=f"{RESULTS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{superset}}/stats/{{shard}}.json",
+        f"{RESULTS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{superset}}/groups/{{group}}.json",
     output:
-        shard=f"{RESULTS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}-of-m{{superset}}/shards/{{shard}}.tar",
-        stats=f"{RESULTS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}-of-m{{superset}}/stats/{{shard}}.json",
+        f"{SUBSET}/groups/{{group}}.json",
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
     log:
-        f"{LOGS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}-of-m{{superset}}/{{shard}}.log",
+        f"{LOGS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}-of-m{{superset}}/{{group}}.log",
+    resources:
+        **stage_resources("light"),
     conda:
         "../../envs/augment.yaml"
     shell:
-        "python -m edsam augment-subset --superset {input.shard:q} --superset-stats {input.stats:q} --m {wildcards.m}"
-        " --out {output.shard:q} --stats {output.stats:q} > {log:q} 2>&1"
+        "python -m edsam augment-subset --superset-group {input:q} --m {wildcards.m} --out-dir {params.out_dir:q}"
+        " --group {output:q} > {log:q} 2>&1"
 
 
 use rule augment_manifest as augment_subset_manifest with:
     input:
-        shards=lambda wildcards: expand(
-            rules.augment_subset_shard.output.shard, shard=shard_ids(wildcards.dataset), allow_missing=True
-        ),
-        stats=lambda wildcards: expand(
-            rules.augment_subset_shard.output.stats, shard=shard_ids(wildcards.dataset), allow_missing=True
+        lambda wildcards: expand(
+            rules.augment_subset_shards.output[0], group=shard_groups(wildcards.dataset), allow_missing=True
         ),
     output:
-        f"{RESULTS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}-of-m{{superset}}/manifest.json",
+        f"{SUBSET}/manifest.json",
     log:
         f"{LOGS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}-of-m{{superset}}/manifest.log",

@@ -1,3 +1,5 @@
+import csv
+import functools
 import json
 import os
 import re
@@ -46,6 +48,7 @@ DATASETS = sorted(config["datasets"])
 wildcard_constraints:
     dataset="|".join(DATASETS),
     shard=r"\d+",
+    group=r"\d+-\d+",
     ldm="pretrained|retrained",
     transform="edsam|random",
     rho=r"\d+(\.\d+)?",
@@ -79,6 +82,43 @@ def corpus_train_rows():
     return corpus["train_per_class"] * len(CLASSNAMES) + sum(corpus["broken"].values())
 
 
+# ---------------------------------------------------------------- cluster resources
+def stage_resources(stage, gpu=0, nodes=None):
+    """A stage's job resources from config["resources"], as the slurm executor reads them.
+
+    runtime (minutes) is multiplied by the attempt, so a job killed at its time
+    limit comes back with more (profiles/slurm sets retries). A GPU job gets
+    tasks_per_gpu=0: the plugin would otherwise start one task per GPU, and
+    each would run the whole job (torchrun starts the per-GPU processes itself).
+    """
+    cluster = config["resources"]
+    spec = cluster["stages"][stage]
+    resources = {"runtime": lambda wildcards, attempt: spec["runtime"] * attempt, "mem_mb": spec["mem_mb"]}
+    chosen = {"slurm_partition": spec.get("slurm_partition") or cluster["slurm_partition"],
+              "slurm_account": cluster["slurm_account"], "cpus_per_task": spec.get("cpus_per_task"),
+              "nodes": nodes}
+    if gpu:
+        chosen.update(tasks_per_gpu=0, gpu_model=cluster["gpu_model"])
+    return {**resources, "gpu": gpu, **{key: value for key, value in chosen.items() if value is not None}}
+
+
+def train_resources():
+    """One node: a single task that starts torchrun on its G GPUs. N > 1 nodes: the slurm plugin's MPI mode,
+    N x G tasks (--ntasks-per-node=G, one per GPU, each with its loader workers' CPUs) that the job's own
+    `srun` starts (edsam.train.run.launch_command); `gpu` is the job's total."""
+    train = config["train"]
+    gpus, nodes = train["gpus"], train["nodes"]
+    resources = stage_resources("train", gpu=gpus * nodes, nodes=nodes)
+    if nodes > 1:
+        resources.update(mpi="srun", tasks_per_node=max(gpus, 1), cpus_per_task=train["workers"] + 1)
+    return resources
+
+
+def model_gpu():
+    """GPUs of a one-process LDM job (augmentation, LDM training, fidelity): none when augment.device is cpu."""
+    return 0 if config["augment"]["device"] == "cpu" else 1
+
+
 def download_dir(dataset):
     return f"{RESULTS}/download/{dataset}"
 
@@ -89,9 +129,23 @@ def manifest(dataset):
 
 def shard_ids(dataset):
     """Shard ids of a downloaded dataset: known only once its checkpoint has run."""
-    with checkpoints.download.get(dataset=dataset).output.manifest.open() as handle:
+    path = checkpoints.download.get(dataset=dataset).output.manifest
+    return _nonempty_shards(path, os.stat(path).st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=None)
+def _nonempty_shards(path, mtime_ns):
+    # cached: every augmentation job asks, and LAION-400M's manifest lists 41,000 shards
+    with open(path) as handle:
         shards = json.load(handle)["shards"]
-    return [s["shard"] for s in shards if s["successes"] > 0]
+    return tuple(s["shard"] for s in shards if s["successes"] > 0)
+
+
+def shard_groups(dataset):
+    """The dataset's shards in runs of shards_per_job, each named <first>-<last>: one job each."""
+    ids, size = shard_ids(dataset), config["shards_per_job"]
+    chunks = [ids[start : start + size] for start in range(0, len(ids), size)]
+    return {f"{chunk[0]}-{chunk[-1]}": chunk for chunk in chunks}
 
 
 def download_inputs(wildcards):
@@ -197,14 +251,29 @@ def train_run_dir(wildcards):
     return f"{RESULTS}/train/{run}"
 
 
-def synthetic_set(ldm, variant):
+PAPER_VALUES = os.path.join(workflow.basedir, "data", "paper_values.csv")
+
+
+def m_sweep_datasets():
+    """This config's datasets that Table 2's sweep over M covers (report.datasets of the paper's)."""
+    mapping = config["report"]["datasets"]
+    with open(PAPER_VALUES) as handle:
+        rows = csv.DictReader(line for line in handle if not line.startswith("#"))
+        return {mapping[row["dataset"]] for row in rows if row["table"] == "2" and row["dataset"] in mapping}
+
+
+M_SWEEP_DATASETS = m_sweep_datasets()
+
+
+def synthetic_set(ldm, variant, dataset):
     """The folder name of a synthetic set: <variant>, or <variant>-of-m<M'> when augment.m_superset
-    makes it the first M samples per image of the M' set (Table 2's sweep at the default rho)."""
+    makes it the first M samples per image of the M' set (Table 2's sweep at the default rho, on the
+    datasets that sweep covers: LAION-400M's default set is sampled at M, not copied out of M')."""
     augment = config["augment"]
     transform, rho, m = re.fullmatch(r"(\w+)-rho([\d.]+)-m(\d+)", variant).groups()
     superset = augment["m_superset"]
     if (superset and 0 < int(m) < superset and ldm == "pretrained" and transform == augment["transform"]
-            and float(rho) == float(augment["rho"])):
+            and float(rho) == float(augment["rho"]) and dataset in M_SWEEP_DATASETS):
         return f"{variant}-of-m{superset}"
     return variant
 
@@ -214,7 +283,8 @@ def synthetic_manifest(wildcards):
     if wildcards.data == "real":
         return []
     ldm, variant = wildcards.data.split("-", 1)
-    return f"{RESULTS}/augment/{wildcards.dataset}/{ldm}/{synthetic_set(ldm, variant)}/manifest.json"
+    folder = synthetic_set(ldm, variant, wildcards.dataset)
+    return f"{RESULTS}/augment/{wildcards.dataset}/{ldm}/{folder}/manifest.json"
 
 
 def rewrites_csv(wildcards):
@@ -262,8 +332,8 @@ def default_train_targets(dataset):
 
 def all_targets():
     targets = [f"{download_dir(d)}/report.tsv" for d in DATASETS]
-    default_set = synthetic_set("pretrained", default_variant())
-    targets += [f"{RESULTS}/augment/{d}/pretrained/{default_set}/manifest.json" for d in DATASETS]
+    targets += [f"{RESULTS}/augment/{d}/pretrained/{synthetic_set('pretrained', default_variant(), d)}/manifest.json"
+                for d in DATASETS]
     for dataset in DATASETS:
         for facts in default_train_targets(dataset):
             targets += [facts, *evaluation_targets(os.path.dirname(facts))]
@@ -342,9 +412,6 @@ def evaluation_targets(run_dir):
 
 
 # ---------------------------------------------------------------- report
-PAPER_VALUES = os.path.join(workflow.basedir, "data", "paper_values.csv")
-
-
 def table_inputs(wildcards):
     """Exactly the result JSONs one table needs under this config."""
     from edsam.report.tables import ReportMapping, load_paper_values, required_results

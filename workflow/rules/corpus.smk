@@ -11,6 +11,8 @@ rule corpus:
         out=lambda wildcards, output: os.path.dirname(output.marker),
     log:
         f"{LOGS}/corpus.log",
+    resources:
+        **stage_resources("light"),
     conda:
         "../../envs/download.yaml"
     shell:

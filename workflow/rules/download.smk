@@ -21,7 +21,7 @@ checkpoint download:
     threads: lambda wildcards: config["download"]["processes_count"]
     priority: 50  # everything downstream waits for it
     resources:
-        runtime=24 * 60,
+        **stage_resources("download"),
     conda:
         "../../envs/download.yaml"
     shell:
@@ -29,20 +29,23 @@ checkpoint download:
         " --out {params.out:q} > {log:q} 2>&1"
 
 
-rule verify_shard:
+rule verify_shards:
     input:
         manifest=f"{RESULTS}/download/{{dataset}}/manifest.json",
     output:
-        f"{RESULTS}/download/{{dataset}}/verified/{{shard}}.json",
+        f"{RESULTS}/download/{{dataset}}/verified/{{group}}.json",
     params:
-        tar=lambda wildcards: f"{download_dir(wildcards.dataset)}/shards/{wildcards.shard}.tar",
+        tars=lambda wildcards: [f"{download_dir(wildcards.dataset)}/shards/{shard}.tar"
+                                for shard in shard_groups(wildcards.dataset)[wildcards.group]],
         max_pixels=config["download"]["max_image_pixels"],
     log:
-        f"{LOGS}/download/{{dataset}}/verify_{{shard}}.log",
+        f"{LOGS}/download/{{dataset}}/verify_{{group}}.log",
+    resources:
+        **stage_resources("light"),
     conda:
         "../../envs/download.yaml"
     shell:
-        "python -m edsam verify-shard --tar {params.tar:q} --manifest {input.manifest:q}"
+        "python -m edsam verify-shards --tars {params.tars:q} --manifest {input.manifest:q}"
         " --max-pixels {params.max_pixels} --out {output:q} > {log:q} 2>&1"
 
 
@@ -50,14 +53,14 @@ rule download_report:
     input:
         manifest=f"{RESULTS}/download/{{dataset}}/manifest.json",
         verified=lambda wildcards: expand(
-            f"{RESULTS}/download/{{dataset}}/verified/{{shard}}.json",
-            dataset=wildcards.dataset,
-            shard=shard_ids(wildcards.dataset),
+            rules.verify_shards.output[0], dataset=wildcards.dataset, group=shard_groups(wildcards.dataset)
         ),
     output:
         f"{RESULTS}/download/{{dataset}}/report.tsv",
     log:
         f"{LOGS}/download/{{dataset}}/report.log",
+    resources:
+        **stage_resources("light"),
     conda:
         "../../envs/download.yaml"
     shell:

@@ -19,6 +19,8 @@ rule benchmark_from_corpus:
         out=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/benchmarks/{{benchmark}}.log",
+    resources:
+        **stage_resources("light"),
     conda:
         "../../envs/train.yaml"
     shell:
@@ -43,7 +45,7 @@ if RUN_EVALUATIONS:
             f"{LOGS}/eval/{TRAIN_RUN}.log",
         threads: lambda wildcards: max(1, config["evaluate"]["workers"] + 1)
         resources:
-            gpus=config["evaluate"]["gpus"],
+            **stage_resources("evaluate", gpu=config["evaluate"]["gpus"]),
         conda:
             "../../envs/train.yaml"
         shell:

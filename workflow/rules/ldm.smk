@@ -15,6 +15,8 @@ rule ldm_pretrain_shards:
         out=lambda wildcards, output: os.path.dirname(output.manifest),
     log:
         f"{LOGS}/ldm/pretrain_shards.log",
+    resources:
+        **stage_resources("light"),
     conda:
         "../../envs/augment.yaml"
     shell:
@@ -30,6 +32,8 @@ rule ldm_init:
         out=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/ldm/init.log",
+    resources:
+        **stage_resources("light"),
     conda:
         "../../envs/augment.yaml"
     shell:
@@ -50,7 +54,7 @@ rule ldm_train_autoencoder:
         f"{LOGS}/ldm/train_autoencoder.log",
     threads: 2
     resources:
-        runtime=24 * 60,
+        **stage_resources("ldm", gpu=model_gpu()),
     conda:
         "../../envs/augment.yaml"
     shell:
@@ -83,6 +87,8 @@ rule ldm_release:
         out=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/ldm/release.log",
+    resources:
+        **stage_resources("light"),
     conda:
         "../../envs/augment.yaml"
     shell:
@@ -123,6 +129,8 @@ rule ldm_fidelity:
         ),
     log:
         f"{LOGS}/ldm/fidelity_{{ldm}}.log",
+    resources:
+        **stage_resources("ldm", gpu=model_gpu()),
     conda:
         "../../envs/augment.yaml"
     shell:

@@ -17,6 +17,8 @@ rule table:
         ),
     log:
         f"{LOGS}/tables/table{{table}}.log",
+    resources:
+        **stage_resources("light"),
     conda:
         "../../envs/train.yaml"
     shell:
@@ -55,6 +57,8 @@ rule plot_versus:
         knob=lambda wildcards: {"1": "rho", "2": "m"}[wildcards.table],
     log:
         f"{LOGS}/plots/table{{table}}.log",
+    resources:
+        **stage_resources("light"),
     conda:
         "../../envs/train.yaml"
     shell:
@@ -68,6 +72,8 @@ rule plot_domains:
         report(f"{RESULTS}/plots/zeroshot_domains.png", caption="../report/plot_domains.rst", category="Figures"),
     log:
         f"{LOGS}/plots/zeroshot_domains.log",
+    resources:
+        **stage_resources("light"),
     conda:
         "../../envs/train.yaml"
     shell:
@@ -85,6 +91,8 @@ rule readme_results:
         title=config["report"]["title"],
     log:
         f"{LOGS}/readme_results.log",
+    resources:
+        **stage_resources("light"),
     conda:
         "../../envs/train.yaml"
     shell:

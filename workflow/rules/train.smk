@@ -15,6 +15,8 @@ rule laclip_rewrites:
         f"{RESULTS}/laclip/{{dataset}}/rewrites.csv",
     log:
         f"{LOGS}/laclip/{{dataset}}/rewrites.log",
+    resources:
+        **stage_resources("light"),
     conda:
         "../../envs/train.yaml"
     shell:
@@ -28,6 +30,8 @@ rule laclip_index:
         f"{RESULTS}/laclip/{{dataset}}/rewrites.sqlite",
     log:
         f"{LOGS}/laclip/{{dataset}}/index.log",
+    resources:
+        **stage_resources("light"),
     conda:
         "../../envs/train.yaml"
     shell:
@@ -45,16 +49,18 @@ rule train_clip:
         synthetic=lambda wildcards, input: ["--synthetic-manifest", input.synthetic] if input.synthetic else [],
         rewrites=lambda wildcards, input: ["--rewrites-index", input.rewrites] if "rewrites" in input.keys() else [],
         settings=lambda wildcards: json.dumps(train_settings(wildcards)),
+        gpus=config["train"]["gpus"],  # per node
+        nodes=config["train"]["nodes"],
     log:
         f"{LOGS}/train/{TRAIN_RUN}.log",
-    threads: lambda wildcards: max(1, config["train"]["workers"] + 1)
+    # open_clip_train's --workers are per GPU process
+    threads: lambda wildcards: max(1, config["train"]["gpus"]) * (config["train"]["workers"] + 1)
     priority: 30  # before evaluations: they wait on other trainings, tables on all of them
     resources:
-        gpus=config["train"]["gpus"],
-        nodes=config["train"]["nodes"],
+        **train_resources(),
     conda:
         "../../envs/train.yaml"
     shell:
         "python -m edsam train --real-manifest {input.real:q} {params.synthetic:q} {params.rewrites:q}"
-        " --settings {params.settings:q} --gpus {resources.gpus} --nodes {resources.nodes}"
+        " --settings {params.settings:q} --gpus {params.gpus} --nodes {params.nodes}"
         " --out {params.run_dir:q} --facts {output.facts:q} > {log:q} 2>&1"

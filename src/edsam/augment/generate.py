@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from edsam.augment.sampler import EDSAMSampler, SamplerSettings
-from edsam.fileio import atomic_path, write_json_atomic
+from edsam.fileio import atomic_path
 from edsam.ldm.imaging import to_model_tensor, to_uint8
 from edsam.shards import decode_image, image_bytes, iter_samples
 
@@ -118,12 +118,9 @@ def augment_shard(sampler: EDSAMSampler, source_tar, out_tar, settings: AugmentS
             "settings": asdict(settings), "sampler": asdict(sampler.settings)}
 
 
-def augment_shard_file(ldm_source: str, source_tar, out_tar, stats_path, settings: AugmentSettings,
-                       sampler_settings: SamplerSettings, local_files_only: bool = True, device: str | None = None,
-                       precision: str = "fp32") -> dict:
-    """Load the LDM and write one synthetic shard plus its stats JSON (the rule's entry point)."""
-    from tqdm import tqdm
-
+def load_sampler(ldm_source: str, sampler_settings: SamplerSettings, local_files_only: bool = True,
+                 device: str | None = None, precision: str = "fp32") -> tuple[EDSAMSampler, dict]:
+    """The LDM as an ED-SAM sampler, and the device facts every shard's stats record."""
     from edsam.ldm.pipeline import LatentDiffusion
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -131,11 +128,15 @@ def augment_shard_file(ldm_source: str, source_tar, out_tar, stats_path, setting
     if device == "cpu":
         dtype = torch.float32  # half precision on CPU is slower and less accurate
     ldm = LatentDiffusion.load(ldm_source, local_files_only=local_files_only, device=device, dtype=dtype)
-    sampler = EDSAMSampler(ldm, sampler_settings)
+    return EDSAMSampler(ldm, sampler_settings), {"device": device, "dtype": str(dtype)}
+
+
+def augment_shard_file(sampler: EDSAMSampler, source_tar, out_tar, settings: AugmentSettings) -> dict:
+    """One shard with a progress bar and a log line (the job's unit of work; see edsam.augment.groups)."""
+    from tqdm import tqdm
+
     with tqdm(desc=Path(source_tar).name, unit="img") as progress:
         stats = augment_shard(sampler, source_tar, out_tar, settings, progress)
-    stats["device"], stats["dtype"] = device, str(dtype)
-    write_json_atomic(stats_path, stats)
     log.info("%s: %d real -> %d synthetic images, %.2f synthetic img/s", source_tar, stats["real_samples"],
              stats["synthetic_samples"], stats["synthetic_images_per_second"] or 0)
     return stats

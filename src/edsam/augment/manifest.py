@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from edsam.augment.groups import read_group
 from edsam.fileio import write_json_atomic
 
 
-def write_manifest(stats_paths: list[str], out: str | Path) -> dict:
-    out = Path(out)
-    stats = [json.loads(Path(p).read_text()) for p in sorted(stats_paths)]
+def write_manifest(group_paths: list[str], out: str | Path) -> dict:
+    """Every shard of the set's groups (each checked to be there and whole), in shard order."""
+    stats = sorted((entry for path in group_paths for entry in read_group(path)), key=lambda entry: entry["shard"])
     skipped: dict[str, int] = {}
     for s in stats:
         for reason, n in s["skipped"].items():
             skipped[reason] = skipped.get(reason, 0) + n
     seconds = sum(s["seconds"] for s in stats)
     derived = [s["superset"] for s in stats if "superset" in s]
-    shards = [{"shard": Path(p).stem, "tar": f"shards/{Path(p).stem}.tar", "successes": s["synthetic_samples"],
-               "real_samples": s["real_samples"]} for p, s in zip(sorted(stats_paths), stats)]
+    shards = [{"shard": s["shard"], "tar": f"shards/{s['shard']}.tar", "successes": s["synthetic_samples"],
+               "real_samples": s["real_samples"]} for s in stats]
     manifest = {
         "shards": shards,
         "real_samples": sum(s["real_samples"] for s in stats),

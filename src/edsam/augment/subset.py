@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
-from edsam.fileio import atomic_path, write_json_atomic
+from edsam.fileio import atomic_path
 from edsam.shards import iter_samples
 
 
-def subset_shard(superset_tar, superset_stats, out_tar, stats_path, m: int) -> dict:
-    """Write the M = ``m`` synthetic shard as the samples j < m of an M' > m shard of the same source.
+def subset_shard(superset_tar, superset: dict, out_tar, m: int) -> dict:
+    """The M = ``m`` synthetic shard as the samples j < m of an M' > m shard of the same source; returns its stats.
 
     Sample j of a source image depends only on (seed, source key, j) (see
     :func:`edsam.augment.generate.sample_seed`), so the first m samples of the M' set are the M = m
@@ -26,10 +25,9 @@ def subset_shard(superset_tar, superset_stats, out_tar, stats_path, m: int) -> d
     import webdataset as wds
 
     started = time.monotonic()
-    superset = json.loads(Path(superset_stats).read_text())
     big_m = int(superset["settings"]["m"])
     if not 0 < m < big_m:
-        raise ValueError(f"{superset_stats}: a subset needs 0 < M < {big_m} (the superset's M), got M = {m}")
+        raise ValueError(f"{superset_tar}: a subset needs 0 < M < {big_m} (the superset's M), got M = {m}")
     written = 0
     with atomic_path(out_tar) as tmp, wds.TarWriter(str(tmp), mtime=0) as sink:
         for sample in iter_samples(superset_tar):
@@ -44,8 +42,11 @@ def subset_shard(superset_tar, superset_stats, out_tar, stats_path, m: int) -> d
         if written != expected:  # raised before the rename: nothing is left at out_tar
             raise ValueError(f"{superset_tar}: {written} samples with j < {m}, expected {expected} "
                              f"({superset['real_samples']} source images x {m}); the shard does not match its stats")
-    stats = {**superset, "synthetic_samples": written, "seconds": round(time.monotonic() - started, 3),
-             "settings": {**superset["settings"], "m": m}, "superset": {"tar": str(superset_tar), "m": big_m},
-             "synthetic_images_per_second": None}  # copied, not generated
-    write_json_atomic(stats_path, stats)
-    return stats
+    return {**superset, "synthetic_samples": written, "seconds": round(time.monotonic() - started, 3),
+            "settings": {**superset["settings"], "m": m}, "superset": superset_ref(superset_tar, superset),
+            "synthetic_images_per_second": None}  # copied, not generated
+
+
+def superset_ref(superset_tar, superset: dict) -> dict:
+    """What a subset records of its source shard; a regenerated superset makes it stale."""
+    return {"tar": str(superset_tar), "m": int(superset["settings"]["m"]), "tar_sha256": superset.get("tar_sha256")}

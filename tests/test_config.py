@@ -63,6 +63,14 @@ def test_every_leaf_key_has_type_and_default():
         (lambda c: c["evaluate"]["zeroshot"].append("mnist"), "evaluate.zeroshot", "not a key of evaluate.benchmarks"),
         (lambda c: c["evaluate"]["benchmarks"].update(x={"dataset": "imagenet", "root": "/d"}),
          "evaluate.benchmarks.x.dataset", "does not match"),
+        (lambda c: c.update(shards_per_job=0), "shards_per_job", "'minimum': 1"),
+        (lambda c: c["resources"]["stages"]["train"].update(runtime="3 days"), "resources.stages.train.runtime",
+         "'type': 'integer'"),
+        (lambda c: c["resources"]["stages"].update(gpu_nodes={"runtime": 1, "mem_mb": 100}), "resources.stages",
+         "allowed keys"),
+        (lambda c: c["resources"].update(gpu_model="a100; rm -rf /"), "resources.gpu_model", "does not match"),
+        (lambda c: c["resources"]["stages"]["augment"].pop("mem_mb"), "resources.stages.augment", "mem_mb"),
+        (lambda c: c["augment"].update(m_superset=1), "augment.m_superset", "'minimum': 2"),
     ],
 )
 def test_invalid_values_name_the_key_and_what_is_allowed(mutate, key, allowed):

@@ -1,6 +1,6 @@
 # ED-SAM augmentation: one job per (dataset, LDM, variant, group of source
 # shards). A variant is "<transform>-rho<rho>-m<M>", e.g. edsam-rho0.5-m10.
-# A group is augment.shards_per_job consecutive shards, named <first>-<last>;
+# A group is shards_per_job (config) consecutive shards, named <first>-<last>;
 # each shard is written atomically with its stats, and a rerun group skips the
 # shards an earlier attempt finished (edsam.augment.groups). The group's JSON is
 # the tracked output: LAION-400M's 41,000 shards stay a DAG Snakemake can build.

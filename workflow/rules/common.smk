@@ -1,4 +1,3 @@
-import csv
 import functools
 import json
 import os
@@ -129,21 +128,31 @@ def manifest(dataset):
 
 def shard_ids(dataset):
     """Shard ids of a downloaded dataset: known only once its checkpoint has run."""
+    return _nonempty_shards(*_manifest_version(dataset))
+
+
+def shard_groups(dataset):
+    """The dataset's shards in runs of shards_per_job, each named <first>-<last>: one job each."""
+    return _shard_groups(*_manifest_version(dataset), config["shards_per_job"])
+
+
+def _manifest_version(dataset):
     path = checkpoints.download.get(dataset=dataset).output.manifest
-    return _nonempty_shards(path, os.stat(path).st_mtime_ns)
+    return path, os.stat(path).st_mtime_ns
 
 
+# Both cached per manifest version: every verification and augmentation job asks (several
+# times while the DAG is built), and LAION-400M's manifest lists 41,000 shards.
 @functools.lru_cache(maxsize=None)
 def _nonempty_shards(path, mtime_ns):
-    # cached: every augmentation job asks, and LAION-400M's manifest lists 41,000 shards
     with open(path) as handle:
         shards = json.load(handle)["shards"]
     return tuple(s["shard"] for s in shards if s["successes"] > 0)
 
 
-def shard_groups(dataset):
-    """The dataset's shards in runs of shards_per_job, each named <first>-<last>: one job each."""
-    ids, size = shard_ids(dataset), config["shards_per_job"]
+@functools.lru_cache(maxsize=None)
+def _shard_groups(path, mtime_ns, size):
+    ids = _nonempty_shards(path, mtime_ns)
     chunks = [ids[start : start + size] for start in range(0, len(ids), size)]
     return {f"{chunk[0]}-{chunk[-1]}": chunk for chunk in chunks}
 
@@ -256,10 +265,11 @@ PAPER_VALUES = os.path.join(workflow.basedir, "data", "paper_values.csv")
 
 def m_sweep_datasets():
     """This config's datasets that Table 2's sweep over M covers (report.datasets of the paper's)."""
+    from edsam.report.tables import load_paper_values
+
     mapping = config["report"]["datasets"]
-    with open(PAPER_VALUES) as handle:
-        rows = csv.DictReader(line for line in handle if not line.startswith("#"))
-        return {mapping[row["dataset"]] for row in rows if row["table"] == "2" and row["dataset"] in mapping}
+    table2 = load_paper_values(PAPER_VALUES).query("table == 2")
+    return {mapping[name] for name in table2.dataset.unique() if name in mapping}
 
 
 M_SWEEP_DATASETS = m_sweep_datasets()

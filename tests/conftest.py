@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from edsam.corpus import CorpusSpec, build_corpus
 
@@ -47,3 +48,55 @@ def workdir(tmp_path):
 
 def copy_tree(src, dst):
     shutil.copytree(src, dst, dirs_exist_ok=True)
+
+
+def write_config(path, ldm=None, **corpus):
+    """config/demo.yaml made small enough for a test: tiny corpus slices, 1-2 steps everywhere."""
+    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    config["corpus"].update(corpus)
+    config["download"].update(number_sample_per_shard=20, processes_count=1, thread_count=1)
+    config["augment"].update(ldm=str(ldm or "models/tiny-ldm"), ddim_steps=2, resolution=32, batch_size=8)
+    config["ldm"]["retrain"].update(steps=2, batch_size=4)
+    config["ldm"]["fidelity"].update(judge_per_class=3, judge_epochs=1, samples_per_class=1, rhos=[0.5])
+    config["train"]["models"] = {k: f"local-dir:{REPO / v.removeprefix('local-dir:')}"
+                                 for k, v in config["train"]["models"].items()}
+    config["train"].update(epochs=1, batch_size=16, log_every_n_steps=1)
+    config["corpus"].update(test_per_class=3, heldout_train_per_class=2)
+    config["evaluate"].update(zeroshot=["photo", "sketch"], linear_probe=["photo"], batch_size=50)
+    config["evaluate"]["probe"].update(epochs=2)
+    config["evaluate"]["finetune"].update(epochs=1, batch_size=16)
+    config["domainbed"]["datasets"]["demo"]["domains"] = ["photo", "sketch"]
+    config["domainbed"]["vl2v"].update(align_steps=4, distill_steps=6, eval_every=3, batch_per_domain=4)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="session")
+def test_ldm(tmp_path_factory):
+    """A small random LDM folder, standing in for the committed demo weights."""
+    from edsam.ldm.models import TinyLDMSpec, build_tiny_pipeline, save_tiny_pipeline
+
+    spec = TinyLDMSpec(image_size=32, vae_channels=(16, 16), unet_channels=(16, 32), text_width=32, max_tokens=16)
+    work = tmp_path_factory.mktemp("workflow-ldm")
+    save_tiny_pipeline(build_tiny_pipeline(spec, work), spec, work / "pipeline")
+    return work / "pipeline"
+
+
+# What the end-to-end run builds: every stage (download, LDM fidelity, the M = 2 set and its M = 1 subset,
+# the random transform's set, CLIP / ED-SAM / Random trainings and evaluations, Table 3, the per-domain
+# figure, the domain-generalisation stage); the SLURM test runs part of it again through sbatch.
+DEMO_TARGETS = ("table3", "results/ldm/fidelity/pretrained.json", "results/plots/zeroshot_domains.png",
+                "results/download/demo/report.tsv", "domainbed")
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, test_ldm):
+    """One local run of DEMO_TARGETS (50 training pairs in 2 shards), shared by the end-to-end and SLURM tests."""
+    workdir = tmp_path_factory.mktemp("demo-run")
+    config = write_config(workdir / "demo.yaml", test_ldm, train_per_class=5,
+                          broken={"missing": 1, "corrupt": 1, "not_image": 1, "bomb": 1})
+    settings = yaml.safe_load(config.read_text())
+    settings["download"]["number_sample_per_shard"] = 30  # 2 shards: every synthetic set is one group of 2
+    config.write_text(yaml.safe_dump(settings))
+    snakemake(*DEMO_TARGETS, "--cores", "2", "--configfile", str(config), cwd=workdir)
+    return workdir, config

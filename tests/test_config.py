@@ -40,7 +40,7 @@ def test_every_leaf_key_has_type_and_default():
             elif "default" not in sub or not ({"type", "$ref", "enum"} & set(sub)):
                 missing.append(f"{path}.{key}")
 
-    for block in ("download", "augment", "ldm", "train", "evaluate", "corpus"):
+    for block in ("download", "augment", "ldm", "train", "evaluate", "corpus", "domainbed"):
         walk(schema["properties"][block], block)
     assert missing == []
 
@@ -71,6 +71,21 @@ def test_every_leaf_key_has_type_and_default():
         (lambda c: c["resources"].update(gpu_model="a100; rm -rf /"), "resources.gpu_model", "does not match"),
         (lambda c: c["resources"]["stages"]["augment"].pop("mem_mb"), "resources.stages.augment", "mem_mb"),
         (lambda c: c["augment"].update(m_superset=1), "augment.m_superset", "'minimum': 2"),
+        (lambda c: c["domainbed"]["compare"].update(edsam="laion"), "domainbed.compare.edsam",
+         "not a key of domainbed.teachers"),
+        (lambda c: c["domainbed"]["teachers"].update(x={"run": "cc4m/vit-b-16/clip-none/real"}),
+         "domainbed.teachers.x.run", "names no dataset and model"),
+        (lambda c: c["domainbed"]["teachers"].update(x={"run": "cc3m/vit-b-16"}), "domainbed.teachers.x.run",
+         "does not match"),
+        (lambda c: c["domainbed"]["datasets"]["pacs"].pop("domains"), "domainbed.datasets.pacs", "domains"),
+        (lambda c: c["domainbed"]["datasets"]["pacs"].update(domains=["photo"]), "domainbed.datasets.pacs.domains",
+         "too short"),
+        (lambda c: c["domainbed"]["datasets"]["pacs"].update(domains=["../etc", "x"]),
+         "domainbed.datasets.pacs.domains.0", "does not match"),
+        (lambda c: c["domainbed"].update(holdout_fraction=1), "domainbed.holdout_fraction", "'exclusiveMaximum': 1"),
+        (lambda c: c["domainbed"].update(templates=["a photo of a dog"]), "domainbed.templates.0", "does not match"),
+        (lambda c: c["domainbed"]["vl2v"].update(variants=["kd"]), "domainbed.vl2v.variants.0", "'adip', 'sd'"),
+        (lambda c: c["domainbed"].update(teachers={}), "domainbed.teachers", "no teacher to evaluate"),
     ],
 )
 def test_invalid_values_name_the_key_and_what_is_allowed(mutate, key, allowed):

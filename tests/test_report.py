@@ -89,9 +89,11 @@ def test_readme_section_is_written_from_the_tables(mapping, tmp_path):
     for n, csv in zip((4, 3), csvs):
         write_table(PAPER, n, mapping, csv, tmp_path / f"t{n}.md")
     (tmp_path / "fig.png").write_bytes(b"\x89PNG fake")
-    block = results_block(csvs, [tmp_path / "fig.png"], "docs/figures", "Demo run")
+    (tmp_path / "domainbed.md").write_text("# Domain generalisation\n\n## demo\n\n| a |\n|---|\n| 1 |\n")
+    block = results_block(csvs, [tmp_path / "fig.png"], "docs/figures", "Demo run", [tmp_path / "domainbed.md"])
     assert block.startswith("_Demo run_") and "![fig](docs/figures/fig.png)" in block
-    assert block.index("#### Table 3") < block.index("#### Table 4")  # in table order
+    assert block.index("#### Table 3") < block.index("#### Table 4") < block.index("#### Domain generalisation")
+    assert "\n##### demo\n" in block and block.rstrip().endswith("| 1 |")  # headings under the block's
     assert "25.00 / 17.10 (+7.90)" in block and "not covered" not in block.split("Cells:")[0]
     (tmp_path / "block.md").write_text(block)
     readme = tmp_path / "README.md"

@@ -1,6 +1,7 @@
-"""profiles/slurm: every rule's cluster resources at paper scale, and the embedded default's chain from corpus
-to a synthetic set through a real one-node SLURM cluster (scripts/local_slurm.sh), every job an sbatch job,
-with the augmentation job cancelled mid-run (scancel) and resubmitted."""
+"""profiles/slurm: every rule's cluster resources at paper scale, and the embedded default through a real
+one-node SLURM cluster (scripts/local_slurm.sh): corpus, download, augmentation, training, evaluation and the
+domain-generalisation stage, every job an sbatch job, with the augmentation job cancelled mid-run (scancel)
+and resubmitted, and every result compared with the same config's local run."""
 
 import json
 import re
@@ -12,7 +13,6 @@ import pytest
 import yaml
 
 from conftest import REPO, job_env, snakemake
-from test_workflow import write_config
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from dag_scale import fake_downloads  # noqa: E402
@@ -24,7 +24,10 @@ LOCAL_SLURM = ["bash", str(REPO / "scripts" / "local_slurm.sh")]
 # the local cluster keeps no accounting database: job states come from squeue; poll every second
 SLURM_ARGS = ["--profile", PROFILE, "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks",
               "1", "--seconds-between-status-checks", "1", "--latency-wait", "5"]
-TARGET = "results/augment/demo/pretrained/edsam-rho0.5-m2/manifest.json"
+# The ED-SAM run's chain through every stage: corpus -> download -> verification -> the M = 2 set -> its
+# M = 1 subset -> training -> evaluation, and the DomainBed features and probes of that teacher.
+EDSAM_RUN = "demo/tiny-vit/clip-none/pretrained-edsam-rho0.5-m1"
+TARGETS = (f"results/eval/{EDSAM_RUN}/photo/zeroshot_classification.json", "results/domainbed/demo/edsam/clip.json")
 
 
 def job_resources(dry_run_output):
@@ -103,30 +106,38 @@ def synthetic_digests(workdir):
     return {str(p.relative_to(sets)): sha256_file(p) for p in sorted(sets.glob("*/shards/*.tar"))}
 
 
-def test_demo_chain_through_slurm_survives_a_cancelled_job_and_matches_a_local_run(tmp_path, slurm_cluster):
-    config = write_config(tmp_path / "demo.yaml", train_per_class=3,
-                          broken={"missing": 1, "corrupt": 0, "not_image": 0, "bomb": 0})
+def same_results(local, cluster):
+    """Each result of the cluster run beside the local run's: bytes for shards, numbers for the rest."""
+    def numbers(root):
+        train = json.loads((root / f"results/train/{EDSAM_RUN}/train.json").read_text())
+        zeroshot = json.loads((root / TARGETS[0]).read_text())["metrics"]
+        clip = json.loads((root / TARGETS[1]).read_text())
+        return train["final_loss"], train["samples_per_epoch"], zeroshot, clip["average"], clip["teacher_sha256"]
+
+    made = synthetic_digests(cluster)  # the M = 2 set and its M = 1 subset, 2 shards each
+    assert len(made) == 4 and made == {name: digest for name, digest in synthetic_digests(local).items() if name in made}
+    assert numbers(cluster) == numbers(local)
+
+
+def test_demo_through_slurm_survives_a_cancelled_job_and_matches_a_local_run(tmp_path, slurm_cluster, demo_run):
+    local, config = demo_run
     settings = yaml.safe_load(config.read_text())
-    settings["download"]["number_sample_per_shard"] = 20
-    settings["shards_per_job"] = 2  # the 2 shards are one augmentation job: corpus, download, augment, manifest
-    settings["resources"] = {"slurm_account": "edsam", "stages": {
-        stage: {"runtime": 10, "mem_mb": 1000} for stage in ("download", "ldm", "augment", "train", "evaluate", "light")}}
-    config.write_text(yaml.safe_dump(settings))
-    local, cluster = tmp_path / "local", tmp_path / "cluster"
-    local.mkdir(), cluster.mkdir()
-    snakemake(TARGET, "--cores", "2", "--configfile", str(config), cwd=local)
+    settings["resources"] = {"slurm_account": "edsam", "stages": {stage: {"runtime": 10, "mem_mb": 1000} for stage in
+                             ("download", "ldm", "augment", "train", "evaluate", "light", "distill")}}
+    cluster = tmp_path / "cluster"
+    cluster.mkdir()
+    (cluster / "demo.yaml").write_text(yaml.safe_dump(settings))
 
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(cluster),
-               TARGET, *SLURM_ARGS, "--configfile", str(config)]
+               *TARGETS, *SLURM_ARGS, "--configfile", str(cluster / "demo.yaml")]
     run = subprocess.Popen(command, cwd=cluster, env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True)
     cancelled = cancel_first_running_augment_job(time.monotonic() + 300)
-    output, _ = run.communicate(timeout=600)
+    output, _ = run.communicate(timeout=900)
     assert run.returncode == 0, output[-4000:]
     assert f"SLURM-job '{cancelled}' failed" in output and "CANCELLED" in output
     comment = next(c for job, _, c, _ in squeue() if job == cancelled)
     limits = sorted(limit for _, _, c, limit in squeue() if c == comment)
     assert limits == ["10:00", "20:00"]  # resubmitted, with twice the runtime
-    assert synthetic_digests(cluster) == synthetic_digests(local) and len(synthetic_digests(local)) == 2
-    manifests = [json.loads((root / TARGET).read_text()) for root in (local, cluster)]
-    assert manifests[0]["synthetic_samples"] == manifests[1]["synthetic_samples"] == 60
+    assert "localrule" not in output  # every job went through sbatch
+    same_results(local, cluster)

@@ -242,7 +242,8 @@ def _cmd_readme_results(args) -> int:
     from edsam.fileio import write_bytes_atomic
     from edsam.report.readme import results_block
 
-    write_bytes_atomic(args.out, results_block(args.tables, args.figures, args.figures_dir, args.title).encode())
+    write_bytes_atomic(args.out, results_block(args.tables, args.figures, args.figures_dir, args.title,
+                                                  args.markdown).encode())
     return 0
 
 
@@ -401,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     block.add_argument("--tables", nargs="+", required=True, help="table CSVs")
     block.add_argument("--figures", nargs="*", default=[], help="figure PNGs to show")
     block.add_argument("--figures-dir", default="docs/figures", help="where the README finds the figures")
+    block.add_argument("--markdown", nargs="*", default=[], help="markdown tables appended as they are (domainbed.md)")
     block.add_argument("--title", required=True)
     block.add_argument("--out", required=True)
     block.set_defaults(func=_cmd_readme_results)
@@ -411,6 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
     readme.add_argument("--figures", nargs="*", default=[])
     readme.add_argument("--figures-dir", default="docs/figures")
     readme.set_defaults(func=_cmd_readme_sync)
+
+    from edsam.domainbed.commands import add_commands
+
+    add_commands(sub)
     return parser
 
 

@@ -99,6 +99,25 @@ def cross_check(config: dict) -> list[str]:
         for paper, ours in report.get(block, {}).items():
             if ours not in targets:
                 lines.append(f"config key 'report.{block}.{paper}': {ours!r} is not one of {sorted(targets)}")
+    return lines + _cross_check_domainbed(config)
+
+
+def _cross_check_domainbed(config: dict) -> list[str]:
+    """Teachers name a dataset and model of this config; compare names teachers; datasets need a teacher."""
+    domainbed, lines = config.get("domainbed", {}), []
+    teachers = domainbed.get("teachers", {})
+    for name, teacher in teachers.items():
+        if "run" in teacher:
+            dataset, model = teacher["run"].split("/")[:2]
+            if dataset not in config.get("datasets", {}) or model not in config.get("train", {}).get("models", {}):
+                lines.append(f"config key 'domainbed.teachers.{name}.run': {teacher['run']!r} names no dataset and "
+                             f"model of this config (datasets: {sorted(config.get('datasets', {}))}, train.models: "
+                             f"{sorted(config.get('train', {}).get('models', {}))})")
+    for role, name in domainbed.get("compare", {}).items():
+        if name is not None and name not in teachers:
+            lines.append(f"config key 'domainbed.compare.{role}': {name!r} is not a key of domainbed.teachers {sorted(teachers)}")
+    if domainbed.get("datasets") and not teachers:
+        lines.append("config key 'domainbed.teachers': domainbed.datasets are given but no teacher to evaluate")
     return lines
 
 

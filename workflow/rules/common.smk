@@ -60,6 +60,10 @@ wildcard_constraints:
     benchmark="|".join(map(re.escape, config["evaluate"]["benchmarks"])) or "no-benchmarks",
     task="zeroshot_classification|linear_probe|finetune",
     table=r"[1-8]",
+    dbset="|".join(map(re.escape, config["domainbed"]["datasets"])) or "no-domainbed",
+    teacher="|".join(map(re.escape, config["domainbed"]["teachers"])) or "no-teachers",
+    variant="adip|sd",
+    target=r"[A-Za-z0-9_-]+",
 
 
 def corpus_dir():
@@ -353,7 +357,7 @@ def all_targets():
         targets.append(f"{RESULTS}/plots/zeroshot_domains.png")
     if config["report"]["datasets"]:
         targets += table_targets()
-    return targets
+    return targets + dg_targets()
 
 
 def table_targets():
@@ -437,3 +441,74 @@ def zeroshot_domain_results(wildcards=None):
     runs = [os.path.dirname(f).replace(f"{RESULTS}/train/", f"{RESULTS}/eval/", 1)
             for d in DATASETS for f in default_train_targets(d)]
     return [f"{run}/{name}/zeroshot_classification.json" for run in runs for name in names]
+
+
+# ---------------------------------------------------------------- domain generalisation (DomainBed, VL2V-ADiP)
+DOMAINBED = config["domainbed"]
+DG_DATASETS = DOMAINBED["datasets"] if DOMAINBED["teachers"] else {}
+
+
+def domain_slug(domain):
+    """A domain's name in result paths (OfficeHome has 'Real World')."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", domain)
+
+
+def dg_domains(dbset):
+    spec = DG_DATASETS[dbset]
+    return list(spec.get("domains") or config["corpus"]["domains"])
+
+
+def dg_root(dbset):
+    """A staged DomainBed root, or the demo corpus's domains exported under results/."""
+    spec = DG_DATASETS[dbset]
+    return f"{RESULTS}/domainbed/data/{dbset}" if spec.get("corpus") else spec["root"]
+
+
+def dg_data_marker(wildcards):
+    """The export rule's marker for the corpus; nothing for a staged root (checked when the job starts)."""
+    return f"{RESULTS}/domainbed/data/{wildcards.dbset}/domainbed.json" if DG_DATASETS[wildcards.dbset].get("corpus") else []
+
+
+def teacher_dir(name):
+    """The open_clip local-dir of a teacher: a run this workflow trains, or a pretrained folder."""
+    teacher = DOMAINBED["teachers"][name]
+    return f"{RESULTS}/train/{teacher['run']}/model" if "run" in teacher else bundled(teacher["local_dir"])
+
+
+def teacher_weights(wildcards):
+    """A trained teacher's weights (so the training runs first); nothing for a pretrained folder."""
+    teacher = DOMAINBED["teachers"][wildcards.teacher]
+    return f"{teacher_dir(wildcards.teacher)}/open_clip_model.safetensors" if "run" in teacher else []
+
+
+def dg_settings(dbset):
+    """The JSON the domainbed-* and vl2v jobs read (edsam.domainbed.commands)."""
+    spec = DG_DATASETS[dbset]
+    keys = ("holdout_fraction", "trial_seed", "templates", "batch_size", "workers", "max_bad_fraction", "probe")
+    vl2v = {k: spec.get(k, DOMAINBED["vl2v"][k]) for k in DOMAINBED["vl2v"]}  # per-dataset step overrides
+    vl2v["student_weights"] = vl2v["student_weights"] and bundled(vl2v["student_weights"])
+    return {"root": dg_root(dbset), "domains": dg_domains(dbset), "seed": config["seed"],
+            "max_pixels": config["download"]["max_image_pixels"], **{k: DOMAINBED[k] for k in keys}, "vl2v": vl2v}
+
+
+def dg_dir(wildcards):
+    return f"{RESULTS}/domainbed/{wildcards.dbset}/{wildcards.teacher}"
+
+
+def dg_clip_results():
+    return [f"{RESULTS}/domainbed/{d}/{t}/clip.json" for d in DG_DATASETS for t in DOMAINBED["teachers"]]
+
+
+def dg_vl2v_results():
+    return [f"{RESULTS}/domainbed/{d}/{t}/vl2v-{v}/{domain_slug(target)}.json" for d in DG_DATASETS
+            for t in DOMAINBED["teachers"] for v in DOMAINBED["vl2v"]["variants"] for target in dg_domains(d)]
+
+
+def dg_table_settings():
+    compare = DOMAINBED["compare"]
+    return {"results_dir": RESULTS, "report_as": {d: s.get("report_as") for d, s in DG_DATASETS.items()},
+            "compare": compare}
+
+
+def dg_targets():
+    return [f"{RESULTS}/tables/domainbed.md"] if DG_DATASETS else []

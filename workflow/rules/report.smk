@@ -85,6 +85,7 @@ rule readme_results:
     input:
         tables=expand(f"{RESULTS}/tables/table{{table}}.csv", table=range(1, 9)),
         figures=readme_figures,
+        markdown=dg_targets(),
     output:
         f"{RESULTS}/readme/results.md",
     params:
@@ -97,4 +98,4 @@ rule readme_results:
         "../../envs/train.yaml"
     shell:
         "python -m edsam readme-results --title {params.title:q} --out {output:q} --tables {input.tables:q}"
-        " --figures {input.figures:q} > {log:q} 2>&1"
+        " --figures {input.figures:q} --markdown {input.markdown:q} > {log:q} 2>&1"

@@ -25,8 +25,10 @@ def _table_number(path: str | Path) -> int:
     return int(re.search(r"(\d+)", Path(path).stem).group(1))
 
 
-def results_block(table_csvs: list[str | Path], figures: list[str | Path], figures_dir: str, title: str) -> str:
-    """Markdown: ``title``, the figures (linked under ``figures_dir``), then each table's covered rows."""
+def results_block(table_csvs: list[str | Path], figures: list[str | Path], figures_dir: str, title: str,
+                  markdown_files: list[str | Path] = ()) -> str:
+    """Markdown: ``title``, the figures (linked under ``figures_dir``), each table's covered rows, then the
+    ``markdown_files`` (the domain-generalisation table) with their headings moved under the block's."""
     lines = [f"_{title}_", ""]
     lines += [f"![{Path(f).stem}]({figures_dir}/{Path(f).name})" for f in figures]
     for path in sorted(table_csvs, key=_table_number):
@@ -38,6 +40,8 @@ def results_block(table_csvs: list[str | Path], figures: list[str | Path], figur
             continue
         markdown = to_markdown(covered, table).replace(f"# Table {table}", f"#### Table {table}", 1)
         lines += ["", markdown.rstrip()]
+    for path in markdown_files:
+        lines += ["", re.sub(r"^(#+) ", lambda m: "###" + m.group(1) + " ", Path(path).read_text(), flags=re.M).rstrip()]
     return "\n".join(lines) + "\n"
 
 

@@ -68,9 +68,11 @@ def test_a_multi_node_training_is_one_task_per_gpu_started_by_srun(workdir):
     assert "--gpus 8 --nodes 2" in result.stdout
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def slurm_cluster():
-    """The project's one-node cluster; stopped afterwards only if this fixture started it."""
+    """The project's one-node cluster; stopped at the end of the session, and only if this fixture started it.
+    Kept up until then because once slurm's client tools are installed, every later snakemake start (its slurm
+    plugin asks `scontrol show config` for its help text) waits ~9 s for a controller that is not there."""
     if subprocess.run([*LOCAL_SLURM, "status"]).returncode == 0:
         yield
         return
@@ -128,7 +130,7 @@ def test_demo_through_slurm_survives_a_cancelled_job_and_matches_a_local_run(tmp
     cluster.mkdir()
     (cluster / "demo.yaml").write_text(yaml.safe_dump(settings))
 
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(cluster),
+    command = [sys.executable, str(REPO / "tests" / "slurm_snakemake.py"), "-s", str(REPO / "Snakefile"), "--directory", str(cluster),
                *TARGETS, *SLURM_ARGS, "--configfile", str(cluster / "demo.yaml")]
     run = subprocess.Popen(command, cwd=cluster, env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True)

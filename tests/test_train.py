@@ -81,6 +81,18 @@ def test_resume_continues_from_the_saved_epoch(shards, tmp_path):
     assert "resuming checkpoint" in (tmp_path / "open_clip" / "run" / "out.log").read_text()
 
 
+def test_same_settings_train_the_same_weights(shards, rewrite_index, tmp_path):
+    """Sample shuffle (open_clip_train leaves it seeded by the clock) and LaCLIP's caption draws are seeded."""
+    def weights(out):
+        facts = run(shards, out, synthetic=True, rewrites=str(rewrite_index), method="laclip", epochs=1, workers=1)
+        saved = torch.load(out / "open_clip" / "run" / "checkpoints" / "epoch_1.pt", weights_only=True)
+        return facts["final_loss"], saved["state_dict"]
+
+    (loss_a, state_a), (loss_b, state_b) = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert loss_a == loss_b and state_a.keys() == state_b.keys()
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+
 def test_changed_settings_do_not_resume_an_old_run(shards, tmp_path):
     run(shards, tmp_path, epochs=1)
     again = run(shards, tmp_path, epochs=1, lr=1e-3)

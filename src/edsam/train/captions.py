@@ -139,7 +139,8 @@ class RewriteSampler:
 
     The SQLite connection and the random generator are opened lazily in each
     process (data-loader workers are forked), and the generator is seeded from
-    (seed, process id) so that workers do not draw in lockstep.
+    (seed, rank, worker id): workers do not draw in lockstep, and every run of
+    one config draws the same captions.
     """
 
     def __init__(self, tokenizer, index_path: str, seed: int = 0):
@@ -156,7 +157,10 @@ class RewriteSampler:
     def _open(self):
         self._pid = os.getpid()
         self._db = sqlite3.connect(f"file:{Path(self.index_path).resolve()}?mode=ro", uri=True)
-        self._rng = random.Random(hash((self.seed, self._pid)))
+        from webdataset.utils import pytorch_worker_info
+
+        rank, _, worker, _ = pytorch_worker_info()
+        self._rng = random.Random(f"{self.seed}:{rank}:{worker}")
 
     def draw(self, caption: str) -> str:
         if self._pid != os.getpid():

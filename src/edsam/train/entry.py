@@ -15,6 +15,9 @@ them:
 * ``train_one_epoch``: appends each finished epoch's facts to
   ``<logs>/<name>/edsam_epochs.jsonl`` (rank 0).
 
+and, through :mod:`edsam.train.seeding`, seeds the webdataset sample shuffle
+that open_clip_train leaves seeded by the clock.
+
 Everything else (data pipeline, optimiser, schedule, AMP, DDP, checkpoints,
 ``--resume latest``) is open_clip_train's, unchanged.
 """
@@ -28,6 +31,7 @@ import sys
 import time
 from contextlib import contextmanager
 
+from edsam.train import seeding
 from edsam.train.objectives import AdaSettings, AdvStyleSettings, SlipSettings, VariantCLIP, VariantLoss
 
 PATCHED = ("create_model_and_transforms", "get_tokenizer", "create_loss", "train_one_epoch")
@@ -131,7 +135,8 @@ def installed(objective: dict):
     originals = {name: getattr(trainer, name) for name in PATCHED}
     handlers = list(logging.root.handlers)
     try:
-        yield install(objective)
+        with seeding.installed():
+            yield install(objective)
     finally:
         for name, function in originals.items():
             setattr(trainer, name, function)

@@ -130,8 +130,8 @@ def test_demo_through_slurm_survives_a_cancelled_job_and_matches_a_local_run(tmp
     cluster.mkdir()
     (cluster / "demo.yaml").write_text(yaml.safe_dump(settings))
 
-    command = [sys.executable, str(REPO / "tests" / "slurm_snakemake.py"), "-s", str(REPO / "Snakefile"), "--directory", str(cluster),
-               *TARGETS, *SLURM_ARGS, "--configfile", str(cluster / "demo.yaml")]
+    command = [sys.executable, str(REPO / "tests" / "slurm_snakemake.py"), "-s", str(REPO / "Snakefile"),
+               "--directory", str(cluster), *TARGETS, *SLURM_ARGS, "--configfile", str(cluster / "demo.yaml")]
     run = subprocess.Popen(command, cwd=cluster, env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True)
     cancelled = cancel_first_running_augment_job(time.monotonic() + 300)

@@ -53,21 +53,24 @@ def test_cells_translate_into_this_configs_runs(mapping, tmp_path):
     assert narrow.result_path(cell) is None and narrow.result_path({**cell, "task": "zeroshot_classification"})
 
 
-def _result(path, **metrics):
+def _result(path, train=None, **metrics):
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"metrics": metrics}))
+    path.write_text(json.dumps({"metrics": metrics, "train": train or {}}))
 
 
 def test_table_from_fixture_results_with_missing_cells(mapping, tmp_path):
     paper = load_paper_values(PAPER)
     run = tmp_path / "eval/demo/tiny-vit/clip-none"
-    _result(run / "real/photo/zeroshot_classification.json", acc1=0.25, acc5=0.7)
+    _result(run / "real/photo/zeroshot_classification.json", acc1=0.25, acc5=0.7,
+            train={"samples_seen": 900, "optimizer_steps": 28})
     _result(run / "pretrained-edsam-rho0.5-m2/photo/linear_probe.json", lp_acc1=0.5)
     frame = build_table(paper, 3, mapping)
     ok = frame[frame.status == "ok"].set_index(["data", "task"])
     assert ok.loc[("real", "zeroshot_classification"), "ours"] == pytest.approx(25.0)
     assert ok.loc[("real", "zeroshot_classification"), "difference"] == pytest.approx(25.0 - 17.10)
     assert ok.loc[("pretrained-edsam-rho0.5-m10", "linear_probe"), "ours"] == pytest.approx(50.0)
+    # each cell carries its run's training budget, so equal budgets can be checked in the CSV
+    assert ok.loc[("real", "zeroshot_classification"), ["samples_seen", "optimizer_steps"]].tolist() == [900, 28]
     assert (frame[frame.dataset == "cc12m"].status == "not covered").all()
     assert frame.status.value_counts().to_dict() == {"not covered": 9, "not run": 7, "ok": 2}
     markdown = to_markdown(frame, 3)

@@ -66,7 +66,9 @@ def test_variant_trains_and_loss_falls(shards, rewrite_index, tmp_path, variant)
     losses = [e["mean_loss"] for e in facts["epoch_log"]]
     assert len(losses) == 2 and all(loss == loss and loss < 1e4 for loss in losses)  # finite
     assert losses[-1] < losses[0]
-    assert facts["samples_per_epoch"] == (380 if synthetic else 190)
+    # train.budget "samples" (the default): synthetic data replaces part of the epoch, the steps are the baseline's
+    assert facts["samples_per_epoch"] == 190 and facts["budget"] == "samples"
+    assert facts["optimizer_steps"] == 2 * -(-190 // 32)  # open_clip_train rounds batches per epoch up
     model = open_clip.create_model(f"local-dir:{tmp_path / 'model'}")  # exported weights load as plain open_clip
     saved = torch.load(tmp_path / "open_clip" / "run" / "checkpoints" / "epoch_2.pt", weights_only=True)
     assert torch.equal(model.logit_scale.detach(), clip_state_dict(saved["state_dict"])["logit_scale"])
@@ -220,8 +222,14 @@ def test_mixing_weights_give_the_configured_ratio():
     weights = args[args.index("--train-data-upsampling-factors") + 1].split("::")
     real_weight, synthetic_weight = float(weights[0]), float(weights[-1])
     assert synthetic_weight * 10000 / (real_weight * 1000) == pytest.approx(0.5)
-    assert per_epoch == 1500
-    assert data_arguments(real, None, 1.0)[1] == 1000
+    assert per_epoch == 1000  # equal budget: the real-only baseline's epoch, a third of it synthetic
+    assert data_arguments(real, synthetic, ratio=0.5, budget="epochs")[1] == 1500  # every real sample + its share
+    assert data_arguments(real, None, 1.0)[1] == data_arguments(real, None, 1.0, budget="epochs")[1] == 1000
+
+
+def test_unknown_budget_is_refused():
+    with pytest.raises(ValueError, match="budget"):
+        settings(budget="steps")
 
 
 @pytest.mark.parametrize("gpus,nodes,starts", [

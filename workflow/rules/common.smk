@@ -327,7 +327,7 @@ def train_inputs(wildcards):
 
 def train_settings(wildcards):
     train = config["train"]
-    keys = ("epochs", "batch_size", "lr", "wd", "warmup", "workers", "precision", "seed", "synthetic_ratio",
+    keys = ("epochs", "batch_size", "lr", "wd", "warmup", "workers", "precision", "seed", "synthetic_ratio", "budget",
             "masking_ratio", "log_every_n_steps", "ada", "advstyle", "slip", "extra_args")
     settings = {k: train[k] for k in keys}
     settings.update(model=open_clip_model(wildcards.model), method=wildcards.method,

@@ -79,7 +79,7 @@ def _train_provenance(train_facts: str | None) -> dict:
     if not train_facts:
         return {}
     facts = json.loads(Path(train_facts).read_text())
-    keep = ("config_hash", "seed", "settings", "provenance", "samples_seen", "epochs", "final_loss",
+    keep = ("config_hash", "seed", "settings", "provenance", "samples_seen", "optimizer_steps", "budget", "epochs", "final_loss",
             "synthetic_manifest", "synthetic_manifest_sha256", "weights_sha256")
     return {k: facts.get(k) for k in keep} | {"facts": str(train_facts)}
 

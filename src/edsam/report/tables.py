@@ -85,27 +85,30 @@ def required_results(paper: pd.DataFrame, table: int, mapping: ReportMapping) ->
     return sorted({p for p in (mapping.result_path(c) for _, c in cells.iterrows()) if p})
 
 
-def _our_value(path: str | None, task: str) -> tuple[float | None, str]:
+def _our_value(path: str | None, task: str) -> tuple[float | None, str, dict]:
+    """Our number for a cell (in %), its status, and the training facts of the run behind it."""
     if path is None:
-        return None, "not covered"
+        return None, "not covered", {}
     if not Path(path).exists():
-        return None, "not run"
-    metrics = json.loads(Path(path).read_text())["metrics"]
-    return 100.0 * float(metrics[METRIC[task]]), "ok"
+        return None, "not run", {}
+    result = json.loads(Path(path).read_text())
+    return 100.0 * float(result["metrics"][METRIC[task]]), "ok", result.get("train") or {}
 
 
 def build_table(paper: pd.DataFrame, table: int, mapping: ReportMapping) -> pd.DataFrame:
-    """One row per paper cell: the paper's number, ours (same cell, this config), their difference, status."""
+    """One row per paper cell: the paper's number, ours (same cell, this config), their difference, status,
+    and the training budget of our run (samples seen, optimiser steps), so equal budgets can be checked."""
     rows = []
     for _, cell in paper[paper.table == table].iterrows():
         path = mapping.result_path(cell)
-        ours, status = _our_value(path, cell["task"])
+        ours, status, train = _our_value(path, cell["task"])
         rows.append({
             "table": table, "dataset": cell["dataset"], "model": cell["model"], "method": cell["method"],
             "regulariser": cell["regulariser"], "data": cell["data"], "benchmark": cell["benchmark"],
             "task": cell["task"], "our_run": _run_of(path), "our_data": mapping.data(cell["data"]),
             "paper": float(cell["value"]), "ours": ours,
             "difference": None if ours is None else round(ours - float(cell["value"]), 2), "status": status,
+            "samples_seen": train.get("samples_seen"), "optimizer_steps": train.get("optimizer_steps"),
             "result": path,
         })
     return pd.DataFrame(rows)

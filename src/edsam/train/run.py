@@ -30,6 +30,7 @@ from edsam.fileio import sha256_file, write_json_atomic
 log = logging.getLogger(__name__)
 
 METHODS = ("clip", "laclip", "slip")
+BUDGETS = ("samples", "epochs")
 REGULARISERS = ("none", "masking", "ada", "advstyle")
 RUN_NAME = "run"  # open_clip_train --name; logs and checkpoints in <logs>/run/
 
@@ -52,6 +53,7 @@ class TrainSettings:
     precision: str = "amp"
     seed: int = 0
     synthetic_ratio: float = 1.0
+    budget: str = "samples"
     masking_ratio: float = 0.5
     log_every_n_steps: int = 100
     ada: dict = field(default_factory=dict)
@@ -64,6 +66,8 @@ class TrainSettings:
             raise ValueError(f"train method {self.method!r} is not one of {METHODS}")
         if self.regulariser not in REGULARISERS:
             raise ValueError(f"train regulariser {self.regulariser!r} is not one of {REGULARISERS}")
+        if self.budget not in BUDGETS:
+            raise ValueError(f"train budget {self.budget!r} is not one of {BUDGETS}")
 
     def digest(self, *, resumable: bool = False) -> str:
         """Hash of the settings; ``resumable=True`` leaves out what a resumed run may change (epochs, logging)."""
@@ -143,15 +147,22 @@ def compact_urls(paths: tuple[str, ...]) -> list[str]:
     return patterns
 
 
-def data_arguments(real: ShardSet, synthetic: ShardSet | None, ratio: float) -> tuple[list[str], int]:
+def data_arguments(real: ShardSet, synthetic: ShardSet | None, ratio: float,
+                   budget: str = "samples") -> tuple[list[str], int]:
     """--train-data etc. and the samples per epoch.
 
     Real and synthetic shards form one resampled stream [choice, spec section 4].
     open_clip picks a shard with probability proportional to its weight, so to
     draw ``ratio`` synthetic samples per real one the synthetic shards weigh
-    ``ratio * real_samples / synthetic_samples`` against 1 for real shards. An
-    epoch is ``real_samples * (1 + ratio)`` samples: every real sample once on
-    average, plus its synthetic share (the paper's loss adds L(x*, p) to L(x, p)).
+    ``ratio * real_samples / synthetic_samples`` against 1 for real shards.
+
+    The epoch's length is the training budget. ``samples`` (default): every run
+    sees ``real_samples`` samples per epoch, as its real-only baseline does, so
+    synthetic data replaces a ``ratio / (1 + ratio)`` share of each epoch and
+    every variant of a table takes the same optimiser steps (its gain is not
+    bought with compute). ``epochs``: an epoch is ``real_samples * (1 + ratio)``,
+    every real sample once on average plus its synthetic share (the paper's
+    loss adds L(x*, p) to L(x, p); (1 + ratio)x the steps of the baseline).
     """
     real_urls = compact_urls(real.paths)
     if synthetic is None or ratio == 0:
@@ -161,7 +172,7 @@ def data_arguments(real: ShardSet, synthetic: ShardSet | None, ratio: float) -> 
     factors = ["1"] * len(real_urls) + [repr(weight)] * len(synthetic_urls)
     args = ["--train-data", "::".join(real_urls + synthetic_urls), "--dataset-resampled",
             "--train-data-upsampling-factors", "::".join(factors)]
-    return args, round(real.samples * (1 + ratio))
+    return args, real.samples if budget == "samples" else round(real.samples * (1 + ratio))
 
 
 def model_config(model: str) -> dict:
@@ -304,7 +315,7 @@ def train(settings: TrainSettings, real_manifest: str, synthetic_manifest: str |
     synthetic = ShardSet.from_manifest(synthetic_manifest) if synthetic_manifest else None
     if rewrites_index and settings.method == "laclip" and not os.path.isfile(rewrites_index):
         raise TrainInputError(f"{rewrites_index}: caption rewrite index is missing")
-    data_args, samples_per_epoch = data_arguments(real, synthetic, settings.synthetic_ratio)
+    data_args, samples_per_epoch = data_arguments(real, synthetic, settings.synthetic_ratio, settings.budget)
     logs = out_dir / "open_clip"
     inputs_digest = hashlib.sha256(b"".join(sha256_file(m).encode() for m in filter(None, [
         real_manifest, synthetic_manifest, rewrites_index if settings.method == "laclip" else None]))).hexdigest()
@@ -335,7 +346,8 @@ def train(settings: TrainSettings, real_manifest: str, synthetic_manifest: str |
         "synthetic_manifest": synthetic_manifest, "synthetic_samples": synthetic.samples if synthetic else 0,
         "synthetic_manifest_sha256": sha256_file(synthetic_manifest) if synthetic_manifest else None,
         "samples_per_epoch": samples_per_epoch, "epochs": len(epochs),
-        "samples_seen": sum(e["samples"] for e in epochs), "wall_seconds_this_run": round(seconds, 1),
+        "samples_seen": sum(e["samples"] for e in epochs), "optimizer_steps": sum(e["steps"] for e in epochs),
+        "budget": settings.budget, "wall_seconds_this_run": round(seconds, 1),
         "train_seconds": round(sum(e["seconds"] for e in epochs), 1),
         "first_epoch_loss": epochs[0]["mean_loss"] if epochs else None,
         "final_loss": epochs[-1]["mean_loss"] if epochs else None, "epoch_log": epochs,

@@ -127,6 +127,22 @@ def test_unet_calls_invert_once_and_sample_m_together(tiny_ldm_dir):
         sampler.generate(images, ["a", "b"], 5, 0.5, generators[:3])
 
 
+def test_random_transform_skips_the_inversion_it_would_ignore(tiny_ldm_dir):
+    """z* ~ N(alpha, I) does not depend on z: no inversion pass, and the same images as with one."""
+    ldm = LatentDiffusion.load(str(tiny_ldm_dir))
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    sampler = EDSAMSampler(ldm, SamplerSettings(steps=4, transform="random"))
+    out, _ = sampler.generate(images, ["a", "b"], 2, 0.5, [torch.Generator().manual_seed(i) for i in range(4)])
+    assert sampler.unet_calls == 4  # sampling only
+    inverted = EDSAMSampler(ldm, SamplerSettings(steps=4, transform="random"))
+    z, _ = EDSAMSampler.start_latents(EDSAMSampler(ldm, SamplerSettings(steps=4)), ldm.encode_images(images),
+                                      ldm.encode_text(["a", "b"]), [])
+    assert not torch.equal(z, ldm.encode_images(images))  # inversion would have moved the latent ...
+    inverted.start_latents = lambda latents, text, generators: (z, inverted.forward.timesteps)
+    again, _ = inverted.generate(images, ["a", "b"], 2, 0.5, [torch.Generator().manual_seed(i) for i in range(4)])
+    assert torch.allclose(out, again)  # ... and the Random images do not depend on it
+
+
 def test_ldm_loads_from_a_local_folder_only(tmp_path):
     with pytest.raises(Exception):
         LatentDiffusion.load(str(tmp_path / "no-such-model"), local_files_only=True)

@@ -92,6 +92,15 @@ def test_finetune_trains_encoder_and_head(benchmarks, trained, tmp_path):
     assert 0 <= metrics["acc1"] <= 1 and "acc1" in metrics["before_finetune"]
 
 
+def test_finetune_is_deterministic(benchmarks, trained, tmp_path):
+    """Same checkpoint, settings and seed: the same fine-tuning (its sample shuffle is seeded, not clock-seeded)."""
+    runs = [evaluate("finetune", "wds/photo", str(benchmarks / "photo"), str(trained / "model"),
+                     tmp_path / f"ft{i}.json", {**SETTINGS, "finetune": {**SETTINGS["finetune"], "epochs": 2}})
+            for i in range(2)]
+    first, second = (r["metrics"] for r in runs)
+    assert first["epoch_losses"] == second["epoch_losses"] and first["acc1"] == second["acc1"]
+
+
 def test_results_round_trip_into_pandas(benchmarks, trained, tmp_path):
     paths = []
     for task in ("zeroshot_classification", "linear_probe"):

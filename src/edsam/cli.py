@@ -66,8 +66,10 @@ def _cmd_ldm_pretrain_shards(args) -> int:
 
     settings = json.loads(args.settings)
     corpus, pretrain = settings["corpus"], settings["pretrain"]
+    # short_caption_fraction 0: the captions the committed tiny LDM was trained on (a rerun makes the same data)
     spec = CorpusSpec(seed=pretrain["corpus_seed"], image_size=corpus["image_size"],
-                      source_domain=corpus["source_domain"], train_per_class=pretrain["per_class"])
+                      source_domain=corpus["source_domain"], train_per_class=pretrain["per_class"],
+                      short_caption_fraction=0.0)
     manifest = pack_shards_with_manifest(spec, spec.source_domain, "train", args.out, "ldm-pretrain")
     print(f"{manifest['samples']} samples in {len(manifest['shards'])} shards")
     return 0
@@ -224,6 +226,19 @@ def _cmd_table(args) -> int:
     return 0
 
 
+def _cmd_headline(args) -> int:
+    from edsam.report.headline import HeadlineSpec, write_headline
+
+    spec = HeadlineSpec.from_config(json.loads(args.settings))
+    if spec is None:
+        print("edsam headline: error: report.headline is off (no dataset or seeds)", file=sys.stderr)
+        return 1
+    classes = [line for line in Path(args.classnames).read_text().splitlines() if line.strip()]
+    frame = write_headline(spec, args.csv, args.md, args.figure, chance=1.0 / len(classes))
+    print(frame.to_string())
+    return 0
+
+
 def _cmd_plot_versus(args) -> int:
     from edsam.report.plots import plot_versus
 
@@ -243,7 +258,7 @@ def _cmd_readme_results(args) -> int:
     from edsam.report.readme import results_block
 
     write_bytes_atomic(args.out, results_block(args.tables, args.figures, args.figures_dir, args.title,
-                                                  args.markdown).encode())
+                                                  args.markdown, args.headline).encode())
     return 0
 
 
@@ -387,6 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--md", required=True)
     table.set_defaults(func=_cmd_table)
 
+    headline = sub.add_parser("headline", help="CLIP / Random / ED-SAM over seeds: table, paired differences, figure")
+    headline.add_argument("--settings", required=True, help="report, augment, evaluate, train, seed, results_dir (JSON)")
+    headline.add_argument("--classnames", required=True, help="the source benchmark's classnames.txt (chance line)")
+    headline.add_argument("--csv", required=True)
+    headline.add_argument("--md", required=True)
+    headline.add_argument("--figure", required=True)
+    headline.set_defaults(func=_cmd_headline)
+
     versus = sub.add_parser("plot-versus", help="accuracy against rho (Table 1) or M (Table 2)")
     versus.add_argument("--table-csv", required=True)
     versus.add_argument("--knob", required=True, choices=["rho", "m"])
@@ -403,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     block.add_argument("--figures", nargs="*", default=[], help="figure PNGs to show")
     block.add_argument("--figures-dir", default="docs/figures", help="where the README finds the figures")
     block.add_argument("--markdown", nargs="*", default=[], help="markdown tables appended as they are (domainbed.md)")
+    block.add_argument("--headline", nargs="*", default=[], help="the headline's markdown, shown first")
     block.add_argument("--title", required=True)
     block.add_argument("--out", required=True)
     block.set_defaults(func=_cmd_readme_results)

@@ -99,6 +99,17 @@ def cross_check(config: dict) -> list[str]:
         for paper, ours in report.get(block, {}).items():
             if ours not in targets:
                 lines.append(f"config key 'report.{block}.{paper}': {ours!r} is not one of {sorted(targets)}")
+    headline = report.get("headline", {})
+    if headline.get("dataset") is not None and headline["dataset"] not in config.get("datasets", {}):
+        lines.append(f"config key 'report.headline.dataset': {headline['dataset']!r} is not one of "
+                     f"{sorted(config.get('datasets', {}))}")
+    if headline.get("model") is not None and headline["model"] not in train.get("models", {}):
+        lines.append(f"config key 'report.headline.model': {headline['model']!r} is not one of "
+                     f"{sorted(train.get('models', {}))}")
+    for name in headline.get("benchmarks") or []:
+        if name not in evaluate.get("zeroshot", []):
+            lines.append(f"config key 'report.headline.benchmarks': {name!r} is not evaluated zero-shot "
+                         f"(evaluate.zeroshot: {evaluate.get('zeroshot', [])})")
     return lines + _cross_check_domainbed(config)
 
 

@@ -84,6 +84,11 @@ CAPTION_TEMPLATES = (
     "a {name} in {colour}",
     "snapshot: {size} {name}, {colour}, with {background} behind it",
 )
+# Captions that name only the object, as much web alt-text does ("a star."). They are what makes a small CLIP
+# look at shapes: with only descriptive captions, a batch can be matched on colour and background alone (a
+# batch of 128 rarely holds two images with the same colour and background), and the tiny demo CLIPs then
+# reached ~40% zero-shot and ~48% linear probe on photos; with 70% short captions, ~60-75% (README).
+SHORT_CAPTION_TEMPLATES = ("a photo of a {name}.", "a {name}.", "{name}", "a picture of a {name}")
 OTHER_DOMAIN_CAPTIONS = {
     "cartoon": "a cartoon of a {colour} {name}.",
     "sketch": "a pencil sketch of a {name}.",
@@ -111,6 +116,7 @@ class CorpusSpec:
     train_per_class: int = 200  # source domain: the CLIP training pairs
     heldout_train_per_class: int = 30  # other domains: linear-probe training split
     test_per_class: int = 50  # every domain: the evaluation split
+    short_caption_fraction: float = 0.7  # source-domain captions that name only the shape
     # Deliberately bad URL-list rows, so the demo exercises the failure paths:
     # missing (404), corrupt (truncated PNG), not_image (HTML body),
     # bomb (PNG header claiming 30000x30000 pixels).
@@ -122,6 +128,8 @@ class CorpusSpec:
             raise ValueError(f"unknown corpus domains {unknown}; allowed: {list(DOMAINS)}")
         if self.source_domain not in self.domains:
             raise ValueError(f"source_domain {self.source_domain!r} is not in domains {list(self.domains)}")
+        if not 0 <= self.short_caption_fraction <= 1:
+            raise ValueError(f"short_caption_fraction {self.short_caption_fraction} is not in [0, 1]")
         bad_kinds = sorted(set(self.broken) - {"missing", "corrupt", "not_image", "bomb"})
         if bad_kinds:
             raise ValueError(f"unknown broken-row kinds {bad_kinds}")
@@ -307,9 +315,13 @@ def sample_rng(seed: int, domain: str, split: str, index: int) -> np.random.Gene
     return np.random.default_rng([seed, DOMAINS.index(domain), SPLITS.index(split), index])
 
 
-def make_caption(domain: str, classname: str, colour: str, background: str, rng) -> str:
+def make_caption(domain: str, classname: str, colour: str, background: str, rng,
+                 short_fraction: float = 0.0) -> str:
     if domain != "photo":
         return OTHER_DOMAIN_CAPTIONS[domain].format(colour=colour, name=classname)
+    if rng.random() < short_fraction:
+        name = SYNONYMS[classname][rng.integers(len(SYNONYMS[classname]))]
+        return SHORT_CAPTION_TEMPLATES[rng.integers(len(SHORT_CAPTION_TEMPLATES))].format(name=name)
     template = CAPTION_TEMPLATES[rng.integers(len(CAPTION_TEMPLATES))]
     name = SYNONYMS[classname][rng.integers(len(SYNONYMS[classname]))]
     size = ("small", "large", "medium-sized")[rng.integers(3)]
@@ -328,7 +340,7 @@ def render_sample(spec: CorpusSpec, domain: str, split: str, index: int) -> tupl
     mask = shape_mask(classname, spec.image_size, rng)
     pixels = RENDERERS[domain](mask, COLOURS[colour], background, rng)
     image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB")
-    caption = make_caption(domain, classname, colour, background, rng)
+    caption = make_caption(domain, classname, colour, background, rng, spec.short_caption_fraction)
     key = f"{domain}-{split}-{index:06d}"
     row = {
         "key": key, "domain": domain, "split": split, "label": label, "classname": classname,

@@ -21,6 +21,8 @@ os.environ.update(
 from edsam.config import cross_check, explain_errors, load_schema  # noqa: E402
 from edsam.corpus import CLASSNAMES  # noqa: E402
 from edsam.evaluate.run import evaluation_pairs  # noqa: E402
+from edsam.layout import DATA_PATTERN, RunId, Variant, data_name  # noqa: E402
+from edsam.report.headline import HeadlineSpec  # noqa: E402
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 
@@ -56,7 +58,8 @@ wildcard_constraints:
     model="|".join(map(re.escape, config["train"]["models"])),
     method="clip|laclip|slip",
     regulariser="none|masking|ada|advstyle",
-    data=r"real|(pretrained|retrained)-(edsam|random)-rho\d+(\.\d+)?-m\d+",
+    data=DATA_PATTERN,
+    seed=r"\d+",
     benchmark="|".join(map(re.escape, config["evaluate"]["benchmarks"])) or "no-benchmarks",
     task="zeroshot_classification|linear_probe|finetune",
     table=r"[1-8]",
@@ -249,19 +252,25 @@ def augment_settings(wildcards):
     }
 
 
-def default_variant():
+def default_variant(transform=None):
+    """The configured synthetic set (augment.transform / rho / m), spelled as edsam.layout names it."""
     augment = config["augment"]
-    return f"{augment['transform']}-rho{augment['rho']}-m{augment['m']}"
+    return Variant(transform or augment["transform"], augment["rho"], augment["m"])
 
 
 # ---------------------------------------------------------------- train
-TRAIN_RUN = "{dataset}/{model}/{method}-{regulariser}/{data}"
+# edsam.layout.RunId, as Snakemake wildcards; the seed is the CLIP's (config `seed` unless a run asks for another)
+TRAIN_RUN = "{dataset}/{model}/{method}-{regulariser}/{data}/seed{seed}"
+
+
+def run_id(wildcards):
+    return RunId(wildcards.dataset, wildcards.model, wildcards.method, wildcards.regulariser, wildcards.data,
+                 int(wildcards.seed))
 
 
 def train_run_dir(wildcards):
-    """results/train/<dataset>/<model>/<method>-<regulariser>/<data>; data = real or <ldm>-<variant>."""
-    run = TRAIN_RUN.format(**dict(wildcards.items()))
-    return f"{RESULTS}/train/{run}"
+    """results/train/<dataset>/<model>/<method>-<regulariser>/<data>/seed<seed>; data = real or <ldm>-<variant>."""
+    return run_id(wildcards).train_dir(RESULTS)
 
 
 PAPER_VALUES = os.path.join(workflow.basedir, "data", "paper_values.csv")
@@ -284,12 +293,12 @@ def synthetic_set(ldm, variant, dataset):
     makes it the first M samples per image of the M' set (Table 2's sweep at the default rho, on the
     datasets that sweep covers: LAION-400M's default set is sampled at M, not copied out of M')."""
     augment = config["augment"]
-    transform, rho, m = re.fullmatch(r"(\w+)-rho([\d.]+)-m(\d+)", variant).groups()
+    parsed = Variant.parse(str(variant))
     superset = augment["m_superset"]
-    if (superset and 0 < int(m) < superset and ldm == "pretrained" and transform == augment["transform"]
-            and float(rho) == float(augment["rho"]) and dataset in M_SWEEP_DATASETS):
-        return f"{variant}-of-m{superset}"
-    return variant
+    if (superset and 0 < parsed.m < superset and ldm == "pretrained" and parsed.transform == augment["transform"]
+            and parsed.rho == float(augment["rho"]) and dataset in M_SWEEP_DATASETS):
+        return f"{parsed}-of-m{superset}"
+    return str(parsed)
 
 
 def synthetic_manifest(wildcards):
@@ -327,21 +336,21 @@ def train_inputs(wildcards):
 
 def train_settings(wildcards):
     train = config["train"]
-    keys = ("epochs", "batch_size", "lr", "wd", "warmup", "workers", "precision", "seed", "synthetic_ratio", "budget",
+    keys = ("epochs", "batch_size", "lr", "wd", "warmup", "workers", "precision", "synthetic_ratio", "budget",
             "masking_ratio", "log_every_n_steps", "ada", "advstyle", "slip", "extra_args")
     settings = {k: train[k] for k in keys}
     settings.update(model=open_clip_model(wildcards.model), method=wildcards.method,
-                    regulariser=wildcards.regulariser)
-    provenance = {"dataset": wildcards.dataset, "model_key": wildcards.model, "data": wildcards.data}
+                    regulariser=wildcards.regulariser, seed=int(wildcards.seed))
+    provenance = {"dataset": wildcards.dataset, "model_key": wildcards.model, "data": wildcards.data,
+                  "run": str(run_id(wildcards))}
     return {"train": settings, "provenance": provenance}
 
 
-def default_train_targets(dataset):
-    """CLIP on real data and ED-SAM (default augmentation variant) with the default model."""
+def default_runs(dataset):
+    """CLIP on real data and ED-SAM (default augmentation variant) with the default model and seed."""
     model = config["train"]["default_model"]
-    runs = [train_run_dir(dict(dataset=dataset, model=model, method="clip", regulariser="none", data=data))
-            for data in ("real", f"pretrained-{default_variant()}")]
-    return [f"{run}/train.json" for run in runs]
+    return [RunId(dataset, model, data=data_name(ldm, variant), seed=config["seed"])
+            for ldm, variant in ((None, None), ("pretrained", default_variant()))]
 
 
 def all_targets():
@@ -349,15 +358,15 @@ def all_targets():
     targets += [f"{RESULTS}/augment/{d}/pretrained/{synthetic_set('pretrained', default_variant(), d)}/manifest.json"
                 for d in DATASETS]
     for dataset in DATASETS:
-        for facts in default_train_targets(dataset):
-            targets += [facts, *evaluation_targets(os.path.dirname(facts))]
+        for run in default_runs(dataset):
+            targets += [f"{run.train_dir(RESULTS)}/train.json", *evaluation_targets(run)]
     if any(config["datasets"][d]["source"] == "corpus" for d in DATASETS):
         targets.append(f"{RESULTS}/ldm/fidelity/pretrained.json")
     if zeroshot_domain_results():
         targets.append(f"{RESULTS}/plots/zeroshot_domains.png")
     if config["report"]["datasets"]:
         targets += table_targets()
-    return targets + dg_targets()
+    return targets + headline_targets() + dg_targets()
 
 
 def table_targets():
@@ -367,8 +376,9 @@ def table_targets():
 
 
 def readme_figures(wildcards=None):
-    """The figures the README shows: accuracy vs rho / M, zero-shot per domain, the LDM's sample grid."""
-    figures = [f"{RESULTS}/plots/table{n}_accuracy.png" for n in (1, 2)]
+    """The figures the README shows: the headline, accuracy vs rho / M, zero-shot per domain, the LDM's grid."""
+    figures = [f for f in headline_targets() if f.endswith(".png")]
+    figures += [f"{RESULTS}/plots/table{n}_accuracy.png" for n in (1, 2)]
     if zeroshot_domain_results():
         figures.append(f"{RESULTS}/plots/zeroshot_domains.png")
     if any(config["datasets"][d]["source"] == "corpus" for d in DATASETS):
@@ -419,28 +429,43 @@ def evaluation_plan(pairs, outputs):
             for (name, task), out in zip(pairs, outputs)]
 
 
-def evaluation_targets(run_dir):
+def evaluation_targets(run):
     """Every result file a trained run can get (all of them for the default runs)."""
-    run = run_dir.replace(f"{RESULTS}/train/", f"{RESULTS}/eval/", 1)
-    return [f"{run}/{benchmark}/{task}.json" for benchmark, task in EVALUATIONS]
+    return [run.result(RESULTS, benchmark, task) for benchmark, task in EVALUATIONS]
 
 
 # ---------------------------------------------------------------- report
+def report_settings():
+    """What the report jobs read of the config (edsam.report: ReportMapping, HeadlineSpec)."""
+    return {"report": config["report"], "augment": {k: config["augment"][k] for k in ("rho", "m")},
+            "evaluate": config["evaluate"], "train": {"default_model": config["train"]["default_model"]},
+            "seed": config["seed"], "results_dir": RESULTS}
+
+
 def table_inputs(wildcards):
     """Exactly the result JSONs one table needs under this config."""
     from edsam.report.tables import ReportMapping, load_paper_values, required_results
 
     paper = load_paper_values(PAPER_VALUES)
-    return required_results(paper, int(wildcards.table), ReportMapping.from_config(config))
+    return required_results(paper, int(wildcards.table), ReportMapping.from_config(report_settings()))
+
+
+HEADLINE = HeadlineSpec.from_config(report_settings())
+
+
+def headline_targets():
+    """The headline comparison (CLIP / Random / ED-SAM over seeds), when report.headline is set."""
+    if HEADLINE is None:
+        return []
+    return [f"{RESULTS}/tables/headline.{ext}" for ext in ("csv", "md")] + [f"{RESULTS}/plots/headline.png"]
 
 
 def zeroshot_domain_results(wildcards=None):
     """Zero-shot results of the default runs on every zero-shot benchmark (the per-domain figure)."""
     evaluate = config["evaluate"]
     names = list(dict.fromkeys([evaluate["primary"], *evaluate["zeroshot"]])) if evaluate["benchmarks"] else []
-    runs = [os.path.dirname(f).replace(f"{RESULTS}/train/", f"{RESULTS}/eval/", 1)
-            for d in DATASETS for f in default_train_targets(d)]
-    return [f"{run}/{name}/zeroshot_classification.json" for run in runs for name in names]
+    return [run.result(RESULTS, name, "zeroshot_classification") for d in DATASETS for run in default_runs(d)
+            for name in names]
 
 
 # ---------------------------------------------------------------- domain generalisation (DomainBed, VL2V-ADiP)
@@ -470,9 +495,11 @@ def dg_data_marker(wildcards):
 
 
 def teacher_dir(name):
-    """The open_clip local-dir of a teacher: a run this workflow trains, or a pretrained folder."""
+    """The open_clip local-dir of a teacher: a run this workflow trains (no seed given: `seed`), or a pretrained folder."""
     teacher = DOMAINBED["teachers"][name]
-    return f"{RESULTS}/train/{teacher['run']}/model" if "run" in teacher else bundled(teacher["local_dir"])
+    if "run" in teacher:
+        return f"{RunId.parse(teacher['run'], config['seed']).train_dir(RESULTS)}/model"
+    return bundled(teacher["local_dir"])
 
 
 def teacher_weights(wildcards):

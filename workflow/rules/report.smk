@@ -11,10 +11,7 @@ rule table:
         csv=report(f"{RESULTS}/tables/table{{table}}.csv", caption="../report/table.rst", category="Tables"),
         md=f"{RESULTS}/tables/table{{table}}.md",
     params:
-        mapping=lambda wildcards: json.dumps(
-            {**config["report"], "augment": {k: config["augment"][k] for k in ("rho", "m")},
-             "evaluate": config["evaluate"], "results_dir": RESULTS}
-        ),
+        mapping=json.dumps(report_settings()),
     log:
         f"{LOGS}/tables/table{{table}}.log",
     resources:
@@ -40,6 +37,29 @@ rule all_tables:
     input:
         table_targets(),
     localrule: True
+
+
+rule headline:
+    """CLIP / Random / ED-SAM over report.headline.seeds, zero-shot per held-out domain, paired differences."""
+    input:
+        results=HEADLINE.results() if HEADLINE else [],
+        benchmark=benchmark_marker(config["evaluate"]["primary"]) if HEADLINE else [],
+    output:
+        csv=report(f"{RESULTS}/tables/headline.csv", caption="../report/headline.rst", category="Tables"),
+        md=f"{RESULTS}/tables/headline.md",
+        figure=report(f"{RESULTS}/plots/headline.png", caption="../report/headline.rst", category="Figures"),
+    params:
+        settings=json.dumps(report_settings()),
+        classnames=f"{benchmark_root(config['evaluate']['primary'])}/classnames.txt" if HEADLINE else "",
+    log:
+        f"{LOGS}/tables/headline.log",
+    resources:
+        **stage_resources("light"),
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m edsam headline --settings {params.settings:q} --classnames {params.classnames:q}"
+        " --csv {output.csv:q} --md {output.md:q} --figure {output.figure:q} > {log:q} 2>&1"
 
 
 rule plot_versus:
@@ -85,6 +105,7 @@ rule readme_results:
     input:
         tables=expand(f"{RESULTS}/tables/table{{table}}.csv", table=range(1, 9)),
         figures=readme_figures,
+        headline=[f for f in headline_targets() if f.endswith(".md")],
         markdown=dg_targets(),
     output:
         f"{RESULTS}/readme/results.md",
@@ -98,4 +119,4 @@ rule readme_results:
         "../../envs/train.yaml"
     shell:
         "python -m edsam readme-results --title {params.title:q} --out {output:q} --tables {input.tables:q}"
-        " --figures {input.figures:q} --markdown {input.markdown:q} > {log:q} 2>&1"
+        " --figures {input.figures:q} --headline {input.headline:q} --markdown {input.markdown:q} > {log:q} 2>&1"

@@ -75,6 +75,10 @@ class EDSAMSampler:
     def start_latents(self, latents, text, generators):
         """The latent the transform is applied to, and the timesteps to sample back over."""
         if self.settings.inversion == "ddim":
+            if self.settings.transform == "random":
+                # z* ~ N(alpha, I) ignores z, and DDIM inversion draws no noise: skipping it changes no output
+                # and saves a third of the Random set's UNet passes
+                return latents, self.forward.timesteps
             return self.invert(latents, text), self.forward.timesteps
         first = min(int(len(self.forward.timesteps) * (1 - self.settings.strength)), len(self.forward.timesteps) - 1)
         timesteps = self.forward.timesteps[first:]

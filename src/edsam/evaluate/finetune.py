@@ -31,13 +31,17 @@ class FinetuneSettings:
     warmup_fraction: float = 0.05
 
 
-def _loader(root, split, transform, batch_size, workers, shuffle: bool):
+def _loader(root, split, transform, batch_size, workers, seed: int | None = None):
+    """clip_benchmark's webdataset reader; with a seed, a sample shuffle seeded by it (webdataset would seed
+    its buffer from the clock and pid: two fine-tunings of one checkpoint would differ)."""
     from clip_benchmark.datasets.builder import build_wds_dataset
 
     dataset = build_wds_dataset("finetune", transform, split=split, data_dir=str(root))
-    if shuffle:
-        dataset = dataset.shuffle(2000)
-    return torch.utils.data.DataLoader(dataset.batched(batch_size), batch_size=None, num_workers=workers)
+    if seed is not None:
+        dataset = dataset.shuffle(2000, rng=random.Random(f"finetune:{seed}"))
+    generator = torch.Generator().manual_seed(seed or 0)  # loader workers' seeds (augmentation RNG)
+    return torch.utils.data.DataLoader(dataset.batched(batch_size), batch_size=None, num_workers=workers,
+                                       generator=generator)
 
 
 def _evaluate(model, head, scale, loader, device) -> dict:
@@ -73,8 +77,8 @@ def finetune(model_dir: str, root: str, settings: FinetuneSettings, device: str 
     head = zero_shot_classifier(model, tokenizer, meta["classnames"], meta["templates"], device, amp=False)
     head = torch.nn.Parameter(head.detach().clone().float())
     scale = model.logit_scale.exp().detach()
-    train_loader = _loader(root, "train", preprocess_train, settings.batch_size, settings.workers, shuffle=True)
-    test_loader = _loader(root, "test", preprocess_val, settings.batch_size, settings.workers, shuffle=False)
+    train_loader = _loader(root, "train", preprocess_train, settings.batch_size, settings.workers, settings.seed)
+    test_loader = _loader(root, "test", preprocess_val, settings.batch_size, settings.workers)
     before = _evaluate(model, head, scale, test_loader, device)
 
     params = [p for p in model.visual.parameters()] + [head]

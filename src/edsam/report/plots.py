@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from edsam.fileio import atomic_path
-from edsam.report.tables import DATA_PATTERN, TASK_LABEL
+from edsam.report.tables import PAPER_DATA, TASK_LABEL
 
 
 def _pyplot():
@@ -26,7 +26,7 @@ def _knob(data: str | None, knob: str) -> float | None:
         return None
     if data == "real":
         return 0.0 if knob == "m" else None
-    match = DATA_PATTERN.fullmatch(data)
+    match = PAPER_DATA.fullmatch(data)
     return float(match[knob]) if match else None
 
 
@@ -60,7 +60,7 @@ def plot_domains(result_paths: list[str | Path], out: str | Path) -> None:
     rows = []
     for path in result_paths:
         result = json.loads(Path(path).read_text())
-        run = "/".join(Path(path).parts[-6:-2])
+        run = "/".join(Path(path).parts[-7:-2])  # <dataset>/<model>/<method>-<regulariser>/<data>/seed<N>
         rows.append({"run": run, "benchmark": Path(path).parent.name, "acc1": 100 * result["metrics"]["acc1"]})
     frame = pd.DataFrame(rows).pivot(index="benchmark", columns="run", values="acc1")
     fig, axis = plt.subplots(figsize=(8, 4))

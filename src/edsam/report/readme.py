@@ -25,11 +25,19 @@ def _table_number(path: str | Path) -> int:
     return int(re.search(r"(\d+)", Path(path).stem).group(1))
 
 
+def _nested(path: str | Path) -> str:
+    """A markdown file's text with its headings moved under the block's (``#`` -> ``####``)."""
+    return re.sub(r"^(#+) ", lambda m: "###" + m.group(1) + " ", Path(path).read_text(), flags=re.M).rstrip()
+
+
 def results_block(table_csvs: list[str | Path], figures: list[str | Path], figures_dir: str, title: str,
-                  markdown_files: list[str | Path] = ()) -> str:
-    """Markdown: ``title``, the figures (linked under ``figures_dir``), each table's covered rows, then the
-    ``markdown_files`` (the domain-generalisation table) with their headings moved under the block's."""
+                  markdown_files: list[str | Path] = (), headline_files: list[str | Path] = ()) -> str:
+    """Markdown: ``title``, the ``headline_files`` (the seeded CLIP / Random / ED-SAM comparison and its
+    sentence), the figures (linked under ``figures_dir``), each table's covered rows, then the
+    ``markdown_files`` (the domain-generalisation table), headings moved under the block's."""
     lines = [f"_{title}_", ""]
+    for path in headline_files:
+        lines += [_nested(path), ""]
     lines += [f"![{Path(f).stem}]({figures_dir}/{Path(f).name})" for f in figures]
     for path in sorted(table_csvs, key=_table_number):
         frame = pd.read_csv(path)
@@ -41,7 +49,7 @@ def results_block(table_csvs: list[str | Path], figures: list[str | Path], figur
         markdown = to_markdown(covered, table).replace(f"# Table {table}", f"#### Table {table}", 1)
         lines += ["", markdown.rstrip()]
     for path in markdown_files:
-        lines += ["", re.sub(r"^(#+) ", lambda m: "###" + m.group(1) + " ", Path(path).read_text(), flags=re.M).rstrip()]
+        lines += ["", _nested(path)]
     return "\n".join(lines) + "\n"
 
 

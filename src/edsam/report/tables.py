@@ -19,11 +19,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from edsam.layout import RunId, Variant
+
 TABLES = tuple(range(1, 9))
 # Which metric of a result JSON is the table's number, per task (clip_benchmark's names).
 METRIC = {"zeroshot_classification": "acc1", "linear_probe": "lp_acc1", "finetune": "acc1"}
 TASK_LABEL = {"zeroshot_classification": "ZS", "linear_probe": "LP", "finetune": "FT"}
-DATA_PATTERN = re.compile(r"(?P<ldm>pretrained|retrained)-(?P<transform>edsam|random)-rho(?P<rho>[\d.]+)-m(?P<m>\d+)")
+PAPER_DATA = re.compile(r"(?P<ldm>pretrained|retrained)-(?P<transform>edsam|random)-rho(?P<rho>[\d.]+)-m(?P<m>\d+)")
 
 
 @dataclass(frozen=True)
@@ -37,38 +39,55 @@ class ReportMapping:
     m_values: dict = field(default_factory=dict)  # paper M -> our M (0 = real data only)
     results_dir: str = "results"
     evaluations: frozenset = frozenset()  # the (benchmark, task) pairs this config evaluates every run on
+    methods: tuple = ("clip", "laclip", "slip")  # the paper's methods this config covers
+    regularisers: tuple = ("none", "masking", "ada", "advstyle")  # and regularisers
+    seed: int = 0  # every run's seed (config `seed`)
+    seeds: dict = field(default_factory=dict)  # seedless run name -> its seeds, for runs trained with several
 
     @classmethod
     def from_config(cls, config: dict) -> "ReportMapping":
-        """From a full config, or the ``report`` block plus ``augment`` {rho, m}, ``evaluate`` and ``results_dir``."""
+        """From a full config (defaults filled): ``report``, ``augment``, ``evaluate``, ``train``, ``seed``,
+        ``results_dir``. Runs the headline trains with several seeds have every seed in their cells."""
         from edsam.evaluate.run import evaluation_pairs
+        from edsam.report.headline import HeadlineSpec
 
-        report = config.get("report", config)
+        report = config["report"]
         rho_values = {float(k): float(v) for k, v in report["rho_values"].items()}
         m_values = {int(k): int(v) for k, v in report["m_values"].items()}
         rho_values.setdefault(0.5, float(config["augment"]["rho"]))  # the paper's default ED-SAM cell
         m_values.setdefault(10, int(config["augment"]["m"]))
+        headline = HeadlineSpec.from_config(config)
+        seeds = {_seedless(run): headline.seeds for run in headline.runs()} if headline else {}
         return cls(dict(report["datasets"]), dict(report["models"]), dict(report["benchmarks"]), rho_values,
-                   m_values, config["results_dir"], frozenset(evaluation_pairs(config["evaluate"])))
+                   m_values, config["results_dir"], frozenset(evaluation_pairs(config["evaluate"])),
+                   tuple(report["methods"]), tuple(report["regularisers"]), int(config["seed"]), seeds)
 
     def data(self, paper_data: str) -> str | None:
         """A paper cell's data (real, or <ldm>-<transform>-rho<rho>-m<M>) in this config's terms."""
         if paper_data == "real":
             return "real"
-        match = DATA_PATTERN.fullmatch(paper_data)
+        match = PAPER_DATA.fullmatch(paper_data)
         rho, m = self.rho_values.get(float(match["rho"])), self.m_values.get(int(match["m"]))
         if rho is None or m is None:
             return None
-        return "real" if m == 0 else f"{match['ldm']}-{match['transform']}-rho{rho:g}-m{m}"
+        return "real" if m == 0 else f"{match['ldm']}-{Variant(match['transform'], rho, m)}"
 
-    def result_path(self, cell) -> str | None:
-        """Where this config writes the result for a paper cell, or None if it does not cover it."""
+    def result_paths(self, cell) -> list[str] | None:
+        """Where this config writes the results for a paper cell (one per seed of its run), or None if it
+        does not cover the cell."""
         dataset, model = self.datasets.get(cell["dataset"]), self.models.get(cell["model"])
         benchmark, data = self.benchmarks.get(cell["benchmark"]), self.data(cell["data"])
         if None in (dataset, model, benchmark, data) or (benchmark, cell["task"]) not in self.evaluations:
             return None
-        run = f"{dataset}/{model}/{cell['method']}-{cell['regulariser']}/{data}"
-        return f"{self.results_dir}/eval/{run}/{benchmark}/{cell['task']}.json"
+        if cell["method"] not in self.methods or cell["regulariser"] not in self.regularisers:
+            return None
+        run = RunId(dataset, model, cell["method"], cell["regulariser"], data, self.seed)
+        seeds = self.seeds.get(_seedless(run), (self.seed,))
+        return [run.with_seed(seed).result(self.results_dir, benchmark, cell["task"]) for seed in seeds]
+
+
+def _seedless(run: RunId) -> str:
+    return str(run).rsplit("/seed", 1)[0]
 
 
 def load_paper_values(path: str | Path) -> pd.DataFrame:
@@ -82,40 +101,44 @@ def load_paper_values(path: str | Path) -> pd.DataFrame:
 def required_results(paper: pd.DataFrame, table: int, mapping: ReportMapping) -> list[str]:
     """Every result JSON a table needs under this config (what its Snakemake target requests)."""
     cells = paper[paper.table == table]
-    return sorted({p for p in (mapping.result_path(c) for _, c in cells.iterrows()) if p})
+    return sorted({p for _, c in cells.iterrows() for p in mapping.result_paths(c) or []})
 
 
-def _our_value(path: str | None, task: str) -> tuple[float | None, str, dict]:
-    """Our number for a cell (in %), its status, and the training facts of the run behind it."""
-    if path is None:
-        return None, "not covered", {}
-    if not Path(path).exists():
-        return None, "not run", {}
-    result = json.loads(Path(path).read_text())
-    return 100.0 * float(result["metrics"][METRIC[task]]), "ok", result.get("train") or {}
+def _our_values(paths: list[str] | None, task: str) -> tuple[list[float], str, dict]:
+    """Our numbers for a cell (in %, one per seed), its status, and the training facts of its first run."""
+    if paths is None:
+        return [], "not covered", {}
+    if not all(Path(p).exists() for p in paths):
+        return [], "not run", {}
+    results = [json.loads(Path(p).read_text()) for p in paths]
+    return [100.0 * float(r["metrics"][METRIC[task]]) for r in results], "ok", results[0].get("train") or {}
 
 
 def build_table(paper: pd.DataFrame, table: int, mapping: ReportMapping) -> pd.DataFrame:
-    """One row per paper cell: the paper's number, ours (same cell, this config), their difference, status,
-    and the training budget of our run (samples seen, optimiser steps), so equal budgets can be checked."""
+    """One row per paper cell: the paper's number, ours (same cell, this config; the mean over seeds where its
+    run has several, with their sd), the difference, status, and the training budget of our run (samples
+    seen, optimiser steps), so equal budgets can be checked."""
     rows = []
     for _, cell in paper[paper.table == table].iterrows():
-        path = mapping.result_path(cell)
-        ours, status, train = _our_value(path, cell["task"])
+        paths = mapping.result_paths(cell)
+        values, status, train = _our_values(paths, cell["task"])
+        ours = sum(values) / len(values) if values else None
+        sd = pd.Series(values).std() if len(values) > 1 else None
         rows.append({
             "table": table, "dataset": cell["dataset"], "model": cell["model"], "method": cell["method"],
             "regulariser": cell["regulariser"], "data": cell["data"], "benchmark": cell["benchmark"],
-            "task": cell["task"], "our_run": _run_of(path), "our_data": mapping.data(cell["data"]),
-            "paper": float(cell["value"]), "ours": ours,
+            "task": cell["task"], "our_run": _run_of(paths), "our_data": mapping.data(cell["data"]),
+            "paper": float(cell["value"]), "ours": ours, "ours_sd": sd, "n_seeds": len(values) or None,
             "difference": None if ours is None else round(ours - float(cell["value"]), 2), "status": status,
             "samples_seen": train.get("samples_seen"), "optimizer_steps": train.get("optimizer_steps"),
-            "result": path,
+            "result": None if paths is None else " ".join(paths),
         })
     return pd.DataFrame(rows)
 
 
-def _run_of(path: str | None) -> str | None:
-    return None if path is None else "/".join(Path(path).parts[-6:-2])
+def _run_of(paths: list[str] | None) -> str | None:
+    """The run behind a cell, without its seed (the seeds are in ``result``)."""
+    return None if not paths else "/".join(Path(paths[0]).parts[-7:-3])
 
 
 def to_markdown(frame: pd.DataFrame, table: int) -> str:
@@ -142,7 +165,8 @@ def _format(row) -> str:
         return ""
     if row.status != "ok":
         return f"{row.status} / {row.paper:.2f}"
-    return f"{row.ours:.2f} / {row.paper:.2f} ({row.difference:+.2f})"
+    spread = f" +- {row.ours_sd:.2f} (n={row.n_seeds})" if row.n_seeds and row.n_seeds > 1 else ""
+    return f"{row.ours:.2f}{spread} / {row.paper:.2f} ({row.difference:+.2f})"
 
 
 def write_table(paper_values: str | Path, table: int, mapping: ReportMapping, csv_out: str | Path,

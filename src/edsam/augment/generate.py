@@ -42,6 +42,10 @@ class AugmentSettings:
     encode_format: str = "jpg"
     model_id: str = ""
 
+    def __post_init__(self):
+        if self.m < 1:  # M = 0 is only the report's name for real data (no synthetic set)
+            raise ValueError(f"augment: M (synthetic samples per image) must be at least 1, got M = {self.m}")
+
 
 def sample_seed(seed: int, key: str, j: int) -> int:
     digest = hashlib.sha256(f"{seed}/{key}/{j}".encode()).digest()

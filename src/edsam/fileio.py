@@ -46,3 +46,12 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: handle.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def path_inside(root: str | os.PathLike, relative: str) -> Path:
+    """``root / relative``, refused (ValueError) when it resolves outside ``root`` (``..``, absolute, links)."""
+    root = Path(root)
+    path = root / relative
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"{path}: leads outside {root}")
+    return path

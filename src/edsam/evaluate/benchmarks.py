@@ -19,7 +19,8 @@ import io
 import tarfile
 from pathlib import Path
 
-from edsam.fileio import atomic_path, write_json_atomic
+from edsam.fileio import atomic_path, path_inside, write_json_atomic
+from edsam.shards import safe_member_key
 
 
 class BenchmarkError(ValueError):
@@ -33,7 +34,8 @@ def _write_split(rows, images_root: Path, out_dir: Path, per_shard: int) -> int:
     for shard in range(shards):
         with atomic_path(out_dir / f"{shard}.tar") as tmp, tarfile.open(tmp, "w") as tar:
             for key, path, label in rows[shard * per_shard : (shard + 1) * per_shard]:
-                for name, data in ((f"{key}.png", (images_root / path).read_bytes()), (f"{key}.cls", str(label).encode())):
+                key = safe_member_key(key)
+                for name, data in ((f"{key}.png", path_inside(images_root, path).read_bytes()), (f"{key}.cls", str(label).encode())):
                     info = tarfile.TarInfo(name)
                     info.size, info.mtime = len(data), 0
                     tar.addfile(info, io.BytesIO(data))

@@ -292,3 +292,20 @@ def test_every_failure_kind_is_counted_under_its_category(tmp_path):
     assert "!buf.empty()" in next(iter(manifest["failure_details"]["empty_body"]))
     errors = pd.read_parquet(next((tmp_path / "out" / "shards").glob("*.parquet"))).error_message.dropna()
     assert sorted(failure_category(e) for e in errors) == sorted(manifest["failures"])
+
+
+def test_under_log_the_error_line_reaches_stderr_and_the_log(tmp_path):
+    """`python -m edsam --log FILE ...` (what the download rules run): output to FILE, the error line on the
+    job's stderr as well, which is Snakemake's console for a local job."""
+    import subprocess
+    import sys
+
+    settings = {"dataset": {"url_list": str(tmp_path / "nowhere.parquet")}, "download": {}}
+    log = tmp_path / "logs" / "download.log"
+    result = subprocess.run([sys.executable, "-m", "edsam", "--log", str(log), "download", "--dataset", "x",
+                             "--settings", json.dumps(settings), "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=120)
+    line = f"edsam download: error: {tmp_path / 'nowhere.parquet'}: URL list not found (datasets.*.url_list)"
+    assert result.returncode == 1
+    assert result.stderr.strip() == line and result.stdout == ""
+    assert line in log.read_text()

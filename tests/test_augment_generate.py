@@ -279,3 +279,32 @@ def test_a_valid_sample_whose_key_has_a_dot_is_skipped_under_its_real_reason(tmp
         kept, skipped = load_real_samples(source, 32, 1 << 20, 100)
     assert [key for key, _, _ in kept] == ["ok"] and skipped == {"key with a dot": 1}
     assert "'img.v2.jpg', 'img.v2.txt'" in caplog.text  # the full member names, not the cut key
+
+
+def test_a_rerun_group_removes_the_temporaries_a_killed_run_left(tiny_ldm_dir, source_shard, tmp_path):
+    """SIGKILL inside atomic_path (as mid-write of a shard) leaves a .part file; the group's rerun removes its own."""
+    import signal
+    import subprocess
+    import sys
+
+    set_dir = tmp_path / "set"
+    group_json = set_dir / "groups" / "g.json"
+    run(tiny_ldm_dir, source_shard, set_dir)  # shard 00007 finished; the rerun will not load the LDM
+    group_json.unlink()
+    kill = ("import os, signal, sys; from edsam.fileio import atomic_path\n"
+            "with atomic_path(sys.argv[1]) as tmp:\n"
+            "    tmp.write_bytes(b'half a shard')\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    for target in (tar(set_dir, "00007"), set_dir / "stats" / "00007.json", tar(set_dir, "00099")):
+        result = subprocess.run([sys.executable, "-c", kill, str(target)], timeout=60)
+        assert result.returncode == -signal.SIGKILL
+    orphans = sorted(p.name for p in set_dir.rglob("*.part"))
+    assert len(orphans) == 3 and all(name.startswith(".00007.") or name.startswith(".00099.") for name in orphans)
+    run(tiny_ldm_dir, source_shard, set_dir)
+    # its own shard's temporaries are gone; another group's (00099, maybe being written now) are not touched
+    assert [p.name for p in set_dir.rglob("*.part")] == [n for n in orphans if n.startswith(".00099.")]
+    subset_dir = tmp_path / "subset"
+    (subset_dir / "shards").mkdir(parents=True)
+    (subset_dir / "shards" / ".00007.tar.x1y2.part").write_bytes(b"left by a killed subset job")
+    subset(set_dir, subset_dir, 1)
+    assert not list(subset_dir.rglob("*.part"))

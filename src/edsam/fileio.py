@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -28,6 +29,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def remove_orphan_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete what :func:`atomic_path` left beside ``path`` when its process was killed (SIGKILL skips the
+    cleanup); returns the files removed. Call it only for outputs no other live process is writing."""
+    path = Path(path)
+    orphans = sorted(path.parent.glob(f".{glob.escape(path.name)}.*.part"))
+    for orphan in orphans:
+        orphan.unlink(missing_ok=True)
+    return orphans
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

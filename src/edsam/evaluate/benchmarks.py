@@ -63,8 +63,12 @@ def package_corpus_domain(corpus_dir: str | Path, domain: str, out_dir: str | Pa
     return summary
 
 
-def check_benchmark(root: str | Path, splits=("test",)) -> dict:
-    """Fail fast, naming the file, on a root clip_benchmark would choke on; return classnames and templates."""
+def check_benchmark(root: str | Path, splits=("test",), prompts: bool = True) -> dict:
+    """Fail fast, naming the file, on a root clip_benchmark would choke on; return classnames and templates.
+
+    ``prompts``: the task builds class prompts from the templates (zero-shot; fine-tuning's head), so each
+    needs ``{c}``. A linear probe never uses them: clip_benchmark only needs the file to be there.
+    """
     root = Path(root)
     if not root.is_dir():
         raise BenchmarkError(f"{root}: benchmark root does not exist (stage it, or fix evaluate.benchmarks)")
@@ -79,7 +83,7 @@ def check_benchmark(root: str | Path, splits=("test",)) -> dict:
             raise BenchmarkError(f"{missing[0]}: shard missing ({len(missing)} of {count} in {root / split})")
     classnames = _lines(root / "classnames.txt")
     templates = _lines(root / "zeroshot_classification_templates.txt")
-    if any("{c}" not in t for t in templates):
+    if prompts and any("{c}" not in t for t in templates):
         raise BenchmarkError(f"{root / 'zeroshot_classification_templates.txt'}: every template needs '{{c}}'")
     return {"classnames": classnames, "templates": templates}
 
@@ -122,14 +126,22 @@ def check_labels(targets, classnames: list[str], root) -> None:
 
 # The splits each evaluation task reads (zero-shot classifies test; the probe and fine-tuning also train).
 TASK_SPLITS = {"zeroshot_classification": ("test",), "linear_probe": ("train", "test"), "finetune": ("train", "test")}
+# The tasks that build class prompts from the templates (fine-tuning starts from the zero-shot head).
+PROMPT_TASKS = frozenset({"zeroshot_classification", "finetune"})
 
 
-def check_benchmark_labels(root: str | Path, splits=("test",)) -> dict:
-    """:func:`check_benchmark` plus every split's labels checked against classnames; adds ``samples`` per split.
+def check_task_root(root: str | Path, task: str) -> dict:
+    """:func:`check_benchmark` with what ``task`` reads: its splits, and the templates only if it uses them."""
+    return check_benchmark(root, TASK_SPLITS[task], prompts=task in PROMPT_TASKS)
+
+
+def check_benchmark_labels(root: str | Path, task: str) -> dict:
+    """:func:`check_task_root` plus every split's labels checked against classnames; adds ``samples`` per split.
 
     Zero-shot would silently score out-of-range labels as wrong, so this runs before any model does.
     """
-    meta = check_benchmark(root, splits)
+    splits = TASK_SPLITS[task]
+    meta = check_task_root(root, task)
     meta["samples"] = {}
     for split in splits:
         labels = scan_labels(Path(root) / split)

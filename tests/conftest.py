@@ -26,6 +26,20 @@ def small_corpus(tmp_path_factory):
     return out
 
 
+def write_tar_members(path, members):
+    """A tar holding exactly these (name, bytes) members: the names a hand-made or hostile shard may hold,
+    which webdataset's TarWriter would never write."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
 def snakemake(*args, cwd, timeout=900, check=True):
     """Run snakemake from this interpreter's environment on the repo's Snakefile."""
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(cwd), *args]

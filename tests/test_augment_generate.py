@@ -10,6 +10,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
+from conftest import write_tar_members
 from edsam.augment import groups
 from edsam.augment.generate import AugmentSettings, augment_shard
 from edsam.augment.groups import augment_group, read_group, subset_group
@@ -239,3 +240,87 @@ def test_set_bookkeeping_commands_do_not_import_the_model_libraries(tiny_ldm_dir
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[]"
     assert json.loads((tmp_path / "manifest.json").read_text())["synthetic_samples"] == 3
+
+
+# ------------------------------------------------------------------ hostile shards (issue 18)
+HOSTILE_KEYS = ("../../tmp/evil", "/tmp/evil2", "a\nb")
+
+
+def test_hostile_source_keys_never_become_member_names(tiny_ldm_dir, tmp_path):
+    from edsam.shards import safe_member_key, verify_shard
+
+    source = write_tar_members(tmp_path / "00001.tar", [(f"{key}.{ext}", data) for key in (*HOSTILE_KEYS, "0001")
+                                               for ext, data in (("jpg", png((9, 9, 9))), ("txt", b"a shape"))])
+    stats = run(tiny_ldm_dir, source, tmp_path / "set", AugmentSettings(**{**SETTINGS.__dict__, "m": 2}))
+    assert stats["synthetic_samples"] == 8
+    out = tar(tmp_path / "set", "00001")
+    names = tarfile_names(out)
+    assert all(not name.startswith("/") and ".." not in name.split("/") and "/" not in name and "\n" not in name
+               for name in names), names
+    verified = verify_shard(out, expected_samples=8, max_pixels=1 << 20)
+    assert verified["unsafe_key_samples"] == 0 and verified["good_samples"] == 8
+    # the original key is the sample's provenance; its stand-in is a function of it
+    origin = {s["__key__"]: json.loads(s["json"])["source_key"] for s in iter_samples(out)}
+    assert sorted(set(origin.values())) == sorted((*HOSTILE_KEYS, "0001"))
+    assert all(key == f"{safe_member_key(source_key)}_{int(key[-3:]):03d}" for key, source_key in origin.items())
+    assert origin["0001_000"] == "0001"  # a safe key is kept as it is
+
+
+def tarfile_names(path):
+    import tarfile
+
+    with tarfile.open(path) as handle:
+        return handle.getnames()
+
+
+def test_a_subset_of_a_tampered_superset_writes_only_safe_names_and_known_members(tmp_path):
+    from edsam.augment.subset import subset_shard
+
+    meta = json.dumps({"j": 0, "m": 2, "source_key": "../x"}).encode()
+    superset = write_tar_members(tmp_path / "big.tar", [("../../x_000.jpg", png((1, 1, 1))), ("../../x_000.txt", b"c"),
+                                              ("../../x_000.json", meta), ("../../x_000.evil\x1bname", b"?")])
+    stats = subset_shard(superset, {"settings": {"m": 2}, "real_samples": 1}, tmp_path / "small.tar", 1)
+    assert stats["synthetic_samples"] == 1
+    names = tarfile_names(tmp_path / "small.tar")
+    assert len(names) == 3 and all(name.startswith("key-") and "/" not in name for name in names), names
+    assert {name.split(".", 1)[1] for name in names} == {"jpg", "txt", "json"}
+
+
+def test_a_valid_sample_whose_key_has_a_dot_is_skipped_under_its_real_reason(tmp_path, caplog):
+    from edsam.augment.generate import load_real_samples
+
+    source = write_tar_members(tmp_path / "00002.tar", [("img.v2.jpg", png((5, 5, 5))), ("img.v2.txt", b"a valid sample"),
+                                              ("ok.jpg", png((6, 6, 6))), ("ok.txt", b"fine")])
+    with caplog.at_level("WARNING"):
+        kept, skipped = load_real_samples(source, 32, 1 << 20, 100)
+    assert [key for key, _, _ in kept] == ["ok"] and skipped == {"key with a dot": 1}
+    assert "'img.v2.jpg', 'img.v2.txt'" in caplog.text  # the full member names, not the cut key
+
+
+def test_a_rerun_group_removes_the_temporaries_a_killed_run_left(tiny_ldm_dir, source_shard, tmp_path):
+    """SIGKILL inside atomic_path (as mid-write of a shard) leaves a .part file; the group's rerun removes its own."""
+    import signal
+    import subprocess
+    import sys
+
+    set_dir = tmp_path / "set"
+    group_json = set_dir / "groups" / "g.json"
+    run(tiny_ldm_dir, source_shard, set_dir)  # shard 00007 finished; the rerun will not load the LDM
+    group_json.unlink()
+    kill = ("import os, signal, sys; from edsam.fileio import atomic_path\n"
+            "with atomic_path(sys.argv[1]) as tmp:\n"
+            "    tmp.write_bytes(b'half a shard')\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    for target in (tar(set_dir, "00007"), set_dir / "stats" / "00007.json", tar(set_dir, "00099")):
+        result = subprocess.run([sys.executable, "-c", kill, str(target)], timeout=60)
+        assert result.returncode == -signal.SIGKILL
+    orphans = sorted(p.name for p in set_dir.rglob("*.part"))
+    assert len(orphans) == 3 and all(name.startswith(".00007.") or name.startswith(".00099.") for name in orphans)
+    run(tiny_ldm_dir, source_shard, set_dir)
+    # its own shard's temporaries are gone; another group's (00099, maybe being written now) are not touched
+    assert [p.name for p in set_dir.rglob("*.part")] == [n for n in orphans if n.startswith(".00099.")]
+    subset_dir = tmp_path / "subset"
+    (subset_dir / "shards").mkdir(parents=True)
+    (subset_dir / "shards" / ".00007.tar.x1y2.part").write_bytes(b"left by a killed subset job")
+    subset(set_dir, subset_dir, 1)
+    assert not list(subset_dir.rglob("*.part"))

@@ -50,7 +50,7 @@ def test_every_leaf_key_has_type_and_default():
     [
         (lambda c: c["augment"].update(transform="diagonal"), "augment.transform", "['edsam', 'random']"),
         (lambda c: c["download"].update(min_success_rate=1.5), "download.min_success_rate", "'maximum': 1"),
-        (lambda c: c["augment"].update(m=-1), "augment.m", "'minimum': 0"),
+        (lambda c: c["augment"].update(m=-1), "augment.m", "'minimum': 1"),
         (lambda c: c["train"].update(epochs="many"), "train.epochs", "'type': 'integer'"),
         (lambda c: c["download"].update(colour="blue"), "download", "allowed keys"),
         (lambda c: c["datasets"]["cc3m"].pop("url_list"), "datasets.cc3m", "url_list"),
@@ -96,6 +96,65 @@ def test_invalid_values_name_the_key_and_what_is_allowed(mutate, key, allowed):
     message = str(error.value)
     assert f"config key '{key}'" in message
     assert allowed in message
+
+
+# Values the schema used to accept and the code could not run (issue 18), one case per key class; each
+# message names the key and what is allowed.
+TINY = lambda c: c.setdefault("ldm", {}).setdefault("tiny", {})  # noqa: E731 - config.yaml sets no ldm.tiny
+
+
+@pytest.mark.parametrize(
+    "mutate, key, allowed",
+    [
+        # counts: M = 0 is only the report's name for real data (it crashed augmentation: "slice step cannot be zero")
+        (lambda c: c["augment"].update(m=0), "augment.m", "'minimum': 1"),
+        # batches BatchNorm must see more than one value per channel in
+        (lambda c: c["domainbed"]["vl2v"].update(batch_per_domain=1), "domainbed.vl2v.batch_per_domain", "'minimum': 2"),
+        # seeds: numpy's legacy seeding (open_clip_train, scikit-learn) refuses 2^32 and more
+        (lambda c: c.update(seed=2**32), "seed", "'maximum': 2147483647"),
+        (lambda c: c["report"]["headline"].update(seeds=[0, 2**31]), "report.headline.seeds.1",
+         "'maximum': 2147483647"),
+        (lambda c: c["domainbed"].update(trial_seed=2**40), "domainbed.trial_seed", "'maximum': 2147483647"),
+        (lambda c: c.setdefault("corpus", {}).update(seed=2**32), "corpus.seed", "'maximum': 2147483647"),
+        (lambda c: c.setdefault("ldm", {}).setdefault("pretrain", {}).update(corpus_seed=2**32),
+         "ldm.pretrain.corpus_seed", "'maximum': 2147483647"),
+        # architecture sizes: 16 normalisation groups, 4 attention heads, the autoencoder's downsampling
+        (lambda c: TINY(c).update(vae_channels=[16, 24]), "ldm.tiny.vae_channels.1", "'multipleOf': 16"),
+        (lambda c: TINY(c).update(unet_channels=[40, 80]), "ldm.tiny.unet_channels.0", "'multipleOf': 16"),
+        (lambda c: TINY(c).update(text_width=10), "ldm.tiny.text_width", "'multipleOf': 4"),
+        (lambda c: TINY(c).update(image_size=66), "ldm.tiny.image_size", "not a multiple of 4"),
+        # an encoder's quality range depends on the format (img2dataset refuses png quality 95 at start-up)
+        (lambda c: c["download"].update(encode_format="png"), "download.encode_quality", "'maximum': 9"),
+        (lambda c: c["download"].update(encode_quality=0), "download.encode_quality", "'minimum': 1"),
+        # launch: several CPU nodes would run independent copies of one training
+        (lambda c: c["train"].update(nodes=2, gpus=0), "train.nodes", "need train.gpus >= 1"),
+    ],
+)
+def test_values_the_code_cannot_run_are_refused(mutate, key, allowed):
+    config = paper()
+    mutate(config)
+    with pytest.raises(ConfigError) as error:
+        validate_config(config)
+    assert f"config key '{key}'" in str(error.value) and allowed in str(error.value)
+
+
+def test_the_edges_the_code_can_run_are_accepted():
+    config = paper()
+    config["augment"].update(m=1)
+    config["domainbed"]["vl2v"].update(batch_per_domain=2)
+    config.update(seed=2**31 - 1)
+    config["train"].update(nodes=2, gpus=1)
+    config["download"].update(encode_format="png", encode_quality=9)
+    config["ldm"] = {"tiny": {"image_size": 68, "vae_channels": [16, 32, 48], "text_width": 12}}
+    validate_config(config)
+
+
+def test_m_zero_from_a_target_path_fails_naming_m():
+    """A set's M also comes from its path (…-m0/manifest.json), which the schema never sees."""
+    from edsam.augment.generate import AugmentSettings
+
+    with pytest.raises(ValueError, match="M .synthetic samples per image. must be at least 1, got M = 0"):
+        AugmentSettings(m=0)
 
 
 def test_no_datasets_is_invalid():

@@ -1,4 +1,8 @@
+import http.server
 import json
+import socket
+import threading
+import time
 import urllib.request
 
 import pandas as pd
@@ -8,7 +12,9 @@ from edsam.download import (
     DownloadError,
     DownloadSettings,
     clean_rows,
+    diagnose_body,
     download_dataset,
+    failure_category,
     prepare_url_list,
     repair_partial_shards,
     shard_paths,
@@ -38,11 +44,12 @@ def test_manifest_counts_every_failure_kind(downloaded):
     out, manifest = downloaded
     assert manifest["rows"] == 34 and manifest["samples"] == 30
     assert manifest["success_rate"] == pytest.approx(30 / 34)
-    reasons = " | ".join(manifest["failures"])
-    assert "404" in reasons                       # missing
-    assert manifest["failures"]["Image decoding error"] == 2  # corrupt + HTML body
-    assert "CV_IO_MAX_IMAGE_PIXELS" in reasons    # the bomb, refused from its header
-    assert sum(manifest["failures"].values()) == 4
+    # one stable category per bad row of the corpus (edsam.corpus.broken_files), the library's text as detail
+    assert manifest["failures"] == {"http_404": 1, "not_an_image": 1, "pixel_limit": 1, "truncated_image": 1}
+    details = manifest["failure_details"]
+    assert list(details["http_404"]) == ["HTTP Error 404: File not found"]
+    assert "CV_IO_MAX_IMAGE_PIXELS" in next(iter(details["pixel_limit"]))  # the bomb, refused from its header
+    assert list(details["not_an_image"]) == ["not_an_image: Image decoding error"]  # the HTML page
     assert manifest["loopback_requests"] == {"200": 33, "404": 1}
     assert json.loads((out / "manifest.json").read_text()) == manifest
 
@@ -113,7 +120,8 @@ def test_low_success_rate_fails_with_reasons(small_corpus, tmp_path):
     with pytest.raises(DownloadError) as error:
         download_dataset(settings_for(small_corpus, min_success_rate=0.95), tmp_path)
     message = str(error.value)
-    assert "success rate 0.882" in message and "min_success_rate=0.95" in message and "404" in message
+    assert "success rate 0.882" in message and "min_success_rate=0.95" in message
+    assert "http_404: 1 (e.g. 'HTTP Error 404: File not found')" in message
     assert not (tmp_path / "manifest.json").exists()
     assert len(list((tmp_path / "shards").glob("*.tar"))) == 4  # kept for the resumed run
 
@@ -174,3 +182,130 @@ def test_loopback_server_refuses_to_leave_its_root(tmp_path):
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(server.base_url + "%2e%2e/secret.txt")
     assert server.base_url.startswith("http://127.0.0.1:")
+
+
+# ------------------------------------------------------------------ failure categories (issue 18)
+# The texts img2dataset 1.47 records for each case (its parquet's error_message, its stats' status_dict).
+@pytest.mark.parametrize("text, category", [
+    ("HTTP Error 404: Not Found", "http_404"),
+    ("HTTP Error 500: Internal Server Error", "http_500"),
+    ("HTTP Error 403: Forbidden", "http_403"),
+    ("<urlopen error [Errno 111] Connection refused>", "connection"),
+    ("<urlopen error [Errno -2] Name or service not known>", "connection"),
+    ("Remote end closed connection without response", "connection"),
+    ("timed out", "timeout"),
+    ("<urlopen error timed out>", "timeout"),
+    ("IncompleteRead(10 bytes read, 990 more expected)", "incomplete_body"),
+    ("<urlopen error [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed>", "tls"),
+    ("URL can't contain control characters. '/a b.jpg' (found at least ' ')", "bad_url"),
+    ("Use of image disallowed by X-Robots-Tag directive", "opted_out"),
+    ("OpenCV(4.14.0) /io/opencv/modules/imgcodecs/src/loadsave.cpp:1310: error: (-215:Assertion failed) "
+     "!buf.empty() in function 'imdecode_'", "empty_body"),
+    ("OpenCV(4.14.0) /io/opencv/modules/imgcodecs/src/loadsave.cpp:79: error: (-215:Assertion failed) "
+     "pixels <= CV_IO_MAX_IMAGE_PIXELS in function 'validateInputImageSize'", "pixel_limit"),
+    ("image area too large", "pixel_limit"),
+    ("Image decoding error", "undecodable_image"),
+    ("not_an_image: Image decoding error", "not_an_image"),
+    ("truncated_image: Image decoding error", "truncated_image"),
+    ("something new", "other"),
+])
+def test_failure_texts_map_to_stable_categories(text, category):
+    assert failure_category(text) == category
+
+
+def _image(fmt, size=(32, 32)):
+    from io import BytesIO
+
+    from PIL import Image
+
+    buffer = BytesIO()
+    Image.new("RGB", size, (200, 10, 10)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_undecodable_bodies_are_told_apart():
+    from edsam.corpus import bomb_png
+
+    jpg, png = _image("JPEG", (64, 64)), _image("PNG")
+    assert diagnose_body(b"", 1 << 20) == "empty_body"
+    assert diagnose_body(b"<html><body>Not found</body></html>", 1 << 20) == "not_an_image"
+    assert diagnose_body(jpg[: len(jpg) // 2], 1 << 20) == "truncated_image"
+    assert diagnose_body(png[:40] + bytes(200), 1 << 20) == "corrupt_image"  # a PNG signature, garbage after it
+    assert diagnose_body(bomb_png(), 1 << 20) == "pixel_limit"
+    assert diagnose_body(_image("GIF"), 1 << 20) == "unsupported_format"  # Pillow reads it, OpenCV may not
+
+
+class _HostileServer(http.server.BaseHTTPRequestHandler):
+    """Every way a URL can fail, on 127.0.0.1."""
+
+    bodies: dict = {}
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        if self.path == "/slow":
+            time.sleep(3)  # past the download's 1 s timeout
+        if self.path == "/short":  # promises 1000 bytes, sends 10
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"\x89PNG\r\n\x1a\n..")
+            self.close_connection = True
+        elif self.path in self.bodies:
+            body = self.bodies[self.path]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:
+            self.send_error(500 if self.path == "/error" else 404)
+
+
+def test_every_failure_kind_is_counted_under_its_category(tmp_path):
+    from edsam.corpus import bomb_png
+
+    jpg = _image("JPEG", (64, 64))
+    _HostileServer.bodies = {"/ok.jpg": jpg, "/empty": b"", "/html": b"<html>an error page</html>",
+                             "/cut.jpg": jpg[: len(jpg) // 2], "/bomb.png": bomb_png(), "/slow": jpg}
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HostileServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        dead = closed.getsockname()[1]
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    urls = [f"{base}{p}" for p in ("/ok.jpg", "/empty", "/html", "/cut.jpg", "/bomb.png", "/slow", "/short",
+                                   "/error", "/gone")] + [f"http://127.0.0.1:{dead}/x.jpg"]
+    pd.DataFrame({"url": urls, "caption": [f"caption {i}" for i in range(len(urls))]}).to_parquet(tmp_path / "u.parquet")
+    settings = DownloadSettings(name="hostile", url_list=str(tmp_path / "u.parquet"), image_size=32, resize_mode="no",
+                                processes_count=1, thread_count=4, timeout=1, min_success_rate=0.0,
+                                max_image_pixels=1 << 20)
+    try:
+        manifest = download_dataset(settings, tmp_path / "out")
+    finally:
+        server.shutdown()
+    assert manifest["samples"] == 1
+    assert manifest["failures"] == {category: 1 for category in (
+        "connection", "empty_body", "http_404", "http_500", "incomplete_body", "not_an_image", "pixel_limit",
+        "timeout", "truncated_image")}
+    # the raw text stays, as detail; the per-sample parquet carries the diagnosis too
+    assert "!buf.empty()" in next(iter(manifest["failure_details"]["empty_body"]))
+    errors = pd.read_parquet(next((tmp_path / "out" / "shards").glob("*.parquet"))).error_message.dropna()
+    assert sorted(failure_category(e) for e in errors) == sorted(manifest["failures"])
+
+
+def test_under_log_the_error_line_reaches_stderr_and_the_log(tmp_path):
+    """`python -m edsam --log FILE ...` (what the download rules run): output to FILE, the error line on the
+    job's stderr as well, which is Snakemake's console for a local job."""
+    import subprocess
+    import sys
+
+    settings = {"dataset": {"url_list": str(tmp_path / "nowhere.parquet")}, "download": {}}
+    log = tmp_path / "logs" / "download.log"
+    result = subprocess.run([sys.executable, "-m", "edsam", "--log", str(log), "download", "--dataset", "x",
+                             "--settings", json.dumps(settings), "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=120)
+    line = f"edsam download: error: {tmp_path / 'nowhere.parquet'}: URL list not found (datasets.*.url_list)"
+    assert result.returncode == 1
+    assert result.stderr.strip() == line and result.stdout == ""
+    assert line in log.read_text()

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from conftest import REPO
 from edsam.corpus import CLASSNAMES, CorpusSpec, build_corpus, png_bytes, render_sample
-from edsam.evaluate.benchmarks import BenchmarkError, check_benchmark, package_corpus_domain
+from edsam.evaluate.benchmarks import BenchmarkError, check_benchmark, check_task_root, package_corpus_domain
 from edsam.evaluate.run import evaluate, evaluate_plan, evaluation_pairs, results_frame
 from edsam.train.run import TrainSettings, train
 
@@ -127,6 +127,21 @@ def test_bad_benchmark_roots_fail_with_the_file_named(benchmarks, random_model, 
     with pytest.raises(BenchmarkError, match=message):
         evaluate("zeroshot_classification", "wds/photo", str(root), str(random_model), tmp_path / "r.json", SETTINGS)
     assert not (tmp_path / "r.json").exists()
+
+
+def test_templates_without_c_block_only_the_tasks_that_build_prompts(benchmarks, random_model, tmp_path):
+    """A linear probe never reads the prompts: a template without {c} must not stop it (issue 18)."""
+    root = tmp_path / "photo"
+    shutil.copytree(benchmarks / "photo", root)
+    (root / "zeroshot_classification_templates.txt").write_text("a photo\n")
+    for task in ("zeroshot_classification", "finetune"):
+        with pytest.raises(BenchmarkError, match="needs '{c}'"):
+            check_task_root(root, task)
+    plan = [{"task": "linear_probe", "benchmark": "wds/photo", "root": str(root), "out": str(tmp_path / "lp.json")}]
+    result = evaluate_plan(plan, str(random_model), SETTINGS)[0]
+    assert 0 <= result["metrics"]["lp_acc1"] <= 1
+    with pytest.raises(BenchmarkError, match="needs '{c}'"):
+        evaluate_plan([{**plan[0], "task": "zeroshot_classification"}], str(random_model), SETTINGS)
 
 
 def test_plan_runs_every_pair_on_one_checkpoint(benchmarks, random_model, tmp_path):

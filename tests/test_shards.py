@@ -1,13 +1,23 @@
 import io
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import webdataset as wds
 from PIL import Image
 
+from conftest import write_tar_members
 from edsam.corpus import bomb_png
-from edsam.shards import ShardError, download_report, verify_shard, verify_shard_files
+from edsam.shards import (
+    ShardError,
+    download_report,
+    iter_samples,
+    safe_member_key,
+    unsafe_key_reasons,
+    verify_shard,
+    verify_shard_files,
+)
 
 
 def jpeg(colour=(200, 30, 30), size=(16, 16)):
@@ -61,14 +71,7 @@ def test_count_mismatch_is_an_error(good_tar):
 
 def test_tar_member_names_are_never_extracted(tmp_path):
     """A hostile member name is read as a key, nothing is written outside."""
-    import tarfile
-
-    evil = tmp_path / "evil.tar"
-    with tarfile.open(evil, "w") as tar:
-        for name, data in (("../../escape.jpg", jpeg()), ("../../escape.txt", b"pwned")):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    evil = write_tar_members(tmp_path / "evil.tar", [("../../escape.jpg", jpeg()), ("../../escape.txt", b"pwned")])
     before = set(tmp_path.parent.parent.iterdir())
     result = verify_shard(evil, expected_samples=1, max_pixels=1 << 20)
     assert result["samples"] == 1
@@ -91,3 +94,107 @@ def test_verify_rejects_a_shard_missing_from_the_manifest(good_tar, tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"dataset": "d", "shards": []}))
     with pytest.raises(ShardError, match="lists no shard '00000'"):
         verify_shard_files([good_tar], tmp_path / "manifest.json", 1 << 20, tmp_path / "v.json")
+
+
+# ------------------------------------------------------------------ hostile member names (issue 18)
+@pytest.mark.parametrize("key, reasons", [
+    ("000123", []),
+    ("photo-train-000009", []),
+    ("some dir name", []),
+    ("../../tmp/evil", ["path_separator", "parent_reference"]),
+    ("..", ["parent_reference"]),
+    ("/tmp/evil2", ["path_separator", "absolute_path"]),
+    ("dir\\x", ["path_separator"]),
+    ("C:evil", ["absolute_path"]),
+    ("a\nb", ["control_character"]),
+    ("a\x1b[31mb", ["control_character"]),
+    ("invoice\u202egpj.exe", ["control_character"]),  # a bidi override disguising the name
+])
+def test_unsafe_key_reasons(key, reasons):
+    assert unsafe_key_reasons(key) == reasons
+
+
+def test_safe_member_key_keeps_safe_keys_and_replaces_the_rest_stably():
+    assert safe_member_key("000123") == "000123"
+    for hostile in ("../../tmp/evil", "/tmp/evil2", "a\nb", "a.b", "", "\udcff"):
+        stand_in = safe_member_key(hostile)
+        assert stand_in == safe_member_key(hostile) and stand_in.startswith("key-") and len(stand_in) == 36
+        assert not unsafe_key_reasons(stand_in) and "." not in stand_in
+    assert safe_member_key("../a") != safe_member_key("../b")
+
+
+def test_verification_counts_unsafe_keys_per_reason_and_not_as_good(tmp_path):
+    members = [(f"{key}.{ext}", data) for key in ("../../tmp/evil", "/tmp/evil2", "sub/dir/x", "a\x07b", "fine")
+               for ext, data in (("jpg", jpeg()), ("txt", b"a caption"))]
+    tar = write_tar_members(tmp_path / "hostile.tar", members)
+    result = verify_shard(tar, expected_samples=5, max_pixels=1 << 20)
+    assert result["unsafe_keys"] == {"path_separator": 3, "parent_reference": 1, "absolute_path": 1,
+                                     "control_character": 1}
+    assert result["unsafe_key_samples"] == 4 and result["good_samples"] == 1
+    assert set(result["unsafe_key_examples"]) == {"../../tmp/evil", "/tmp/evil2", "sub/dir/x", "a\x07b"}
+
+
+def test_links_in_a_shard_are_skipped_not_followed(tmp_path):
+    import tarfile
+
+    (tmp_path / "secret.txt").write_text("outside")
+    path = write_tar_members(tmp_path / "links.tar", [("a.jpg", jpeg()), ("a.txt", b"caption")])
+    with tarfile.open(path, "a") as tar:
+        link = tarfile.TarInfo("b.txt")
+        link.type, link.linkname = tarfile.SYMTYPE, str(tmp_path / "secret.txt")
+        tar.addfile(link)
+        hard = tarfile.TarInfo("c.txt")
+        hard.type, hard.linkname = tarfile.LNKTYPE, "a.txt"
+        tar.addfile(hard)
+    assert [s["__key__"] for s in iter_samples(path)] == ["a"]
+
+
+def test_a_key_with_a_dot_is_counted_under_its_own_reason(tmp_path):
+    tar = write_tar_members(tmp_path / "dotted.tar", [
+        ("img.v2.jpg", jpeg()), ("img.v2.txt", b"a valid sample, but its key holds a dot"),
+        ("ok.jpg", jpeg()), ("ok.txt", b"fine"),
+    ])
+    result = verify_shard(tar, expected_samples=2, max_pixels=1 << 20)
+    assert result["dotted_keys"] == 1 and result["dotted_key_members"] == ["img.v2.jpg", "img.v2.txt"]
+    assert result["missing_captions"] == 0 and result["bad_images"] == 0 and result["good_samples"] == 1
+
+
+def hostile_corpus(root, key="../../../../escape", path="photo/test/a.png", domain="photo"):
+    """A corpus folder (metadata.parquet, images/, classnames.txt, templates.txt) with one hand-edited row."""
+    (root / "images" / "photo" / "test").mkdir(parents=True)
+    (root / "images" / "photo" / "test" / "a.png").write_bytes(jpeg())
+    (root / "secret.png").write_bytes(b"a file outside the image root")
+    pd.DataFrame({"key": ["photo-test-000000", key], "path": ["photo/test/a.png", path], "label": [0, 0],
+                  "domain": ["photo", domain], "split": ["test", "test"]}).to_parquet(root / "metadata.parquet")
+    (root / "classnames.txt").write_text("circle\n")
+    (root / "templates.txt").write_text("a photo of a {c}.\n")
+    return root
+
+
+def test_benchmark_packaging_writes_safe_names_and_reads_only_inside_the_image_root(tmp_path):
+    import tarfile
+
+    from edsam.evaluate.benchmarks import package_corpus_domain
+
+    corpus = hostile_corpus(tmp_path / "corpus")
+    package_corpus_domain(corpus, "photo", tmp_path / "bench")
+    with tarfile.open(tmp_path / "bench" / "test" / "0.tar") as tar:
+        names = tar.getnames()
+    assert f"{safe_member_key('../../../../escape')}.png" in names and all("/" not in n for n in names), names
+    outside = hostile_corpus(tmp_path / "corpus2", key="k2", path="../secret.png")
+    with pytest.raises(ValueError, match="leads outside"):
+        package_corpus_domain(outside, "photo", tmp_path / "bench2")
+
+
+def test_domainbed_export_keeps_every_file_inside_its_root(tmp_path):
+    from edsam.domainbed.datasets import export_corpus_domains
+
+    corpus = hostile_corpus(tmp_path / "corpus")
+    export_corpus_domains(corpus, tmp_path / "work" / "root")
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.png") if "corpus" not in p.parts)
+    assert written == [Path("work/root/photo/circle") / f"{k}.png"
+                       for k in sorted(["photo-test-000000", safe_member_key("../../../../escape")])]
+    for kwargs, message in (({"domain": "../../up"}, "domain '../../up' cannot be a file or folder name"),
+                            ({"key": "k2", "path": "../secret.png"}, "leads outside")):
+        with pytest.raises(ValueError, match=message):
+            export_corpus_domains(hostile_corpus(tmp_path / str(len(message)), **kwargs), tmp_path / "other")

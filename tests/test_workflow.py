@@ -138,7 +138,18 @@ def test_download_failure_is_reported_and_stops_the_rule(workdir):
                        cwd=workdir, check=False)
     assert result.returncode != 0
     log = (workdir / "results/logs/download/demo.log").read_text()
-    assert "below download.min_success_rate=0.9" in log and "404" in log
+    assert "below download.min_success_rate=0.9" in log and "http_404: 5" in log
+    # the reason reaches Snakemake's own console, not only the job's log (no --show-failed-logs here)
+    assert "edsam download: error: dataset demo: success rate" in result.stderr
+    assert "below download.min_success_rate=0.9" in result.stderr and "http_404: 5" in result.stderr
+
+
+@pytest.mark.parametrize("profile", ["local", "slurm"])
+def test_every_profile_prints_a_failed_jobs_logs(profile):
+    """On SLURM a job's stderr is its cluster log: Snakemake prints that and the rule's log (both hold the
+    error line `edsam --log` writes) only with show-failed-logs."""
+    settings = yaml.safe_load((REPO / "profiles" / profile / "config.yaml").read_text())
+    assert settings["show-failed-logs"] is True
 
 
 def test_killed_run_resumes_without_refetching(workdir):

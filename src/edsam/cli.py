@@ -1,15 +1,22 @@
 """Command-line entry points the Snakemake rules call (``python -m edsam <command>``).
 
 Rules pass their settings as one JSON argument (quoted by Snakemake's ``:q``),
-so no config or data string is ever spliced into a shell command.
+so no config or data string is ever spliced into a shell command. With
+``--log FILE`` (before the command) everything the job prints goes to FILE,
+and its error line, when it fails, also to the job's own stderr: Snakemake's
+console for a local job, the job's cluster log on SLURM (which Snakemake's
+``show-failed-logs`` prints with the rule's log).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
+import traceback
 from pathlib import Path
 
 
@@ -30,8 +37,7 @@ def _cmd_download(args) -> int:
             DownloadSettings.from_config(args.dataset, settings["dataset"], settings["download"]), args.out
         )
     except DownloadError as err:
-        print(f"edsam download: error: {err}", file=sys.stderr)
-        return 1
+        return fail(args, err)
     print(
         f"{manifest['dataset']}: {manifest['samples']}/{manifest['rows']} samples "
         f"(success rate {manifest['success_rate']:.3f}) in {manifest['num_shards']} shards, "
@@ -46,8 +52,7 @@ def _cmd_verify_shards(args) -> int:
     try:
         results = verify_shard_files(args.tars, args.manifest, args.max_pixels, args.out)
     except ShardError as err:
-        print(f"edsam verify-shards: error: {err}", file=sys.stderr)
-        return 1
+        return fail(args, err)
     for result in results:
         print(json.dumps({k: result[k] for k in ("shard", "samples", "bad_images", "missing_captions")}))
     return 0
@@ -157,8 +162,7 @@ def _cmd_train(args) -> int:
                       args.facts, rewrites_index=args.rewrites_index, gpus=args.gpus, nodes=args.nodes,
                       provenance=settings.get("provenance"))
     except TrainInputError as err:
-        print(f"edsam train: error: {err}", file=sys.stderr)
-        return 1
+        return fail(args, err)
     print(json.dumps({k: facts[k] for k in ("epochs", "samples_seen", "first_epoch_loss", "final_loss")}))
     return 0
 
@@ -191,8 +195,7 @@ def _cmd_laclip_index(args) -> int:
     try:
         counts = build_index(Path(args.rewrites), Path(args.out))
     except (ValueError, OSError) as err:
-        print(f"edsam laclip-index: error: {err}", file=sys.stderr)
-        return 1
+        return fail(args, err)
     print(json.dumps(counts))
     return 0
 
@@ -211,8 +214,7 @@ def _cmd_evaluate(args) -> int:
     try:
         results = evaluate_plan(json.loads(args.plan), args.model_dir, json.loads(args.settings), args.train_facts)
     except BenchmarkError as err:
-        print(f"edsam evaluate: error: {err}", file=sys.stderr)
-        return 1
+        return fail(args, err)
     for result in results:
         print(json.dumps({"task": result["task"], "benchmark": result["benchmark"], "metrics": result["metrics"]}))
     return 0
@@ -268,13 +270,14 @@ def _cmd_readme_sync(args) -> int:
     try:
         sync_readme(args.readme, args.block, args.figures, args.figures_dir)
     except (OSError, ValueError) as err:
-        print(f"edsam readme-sync: error: {err}", file=sys.stderr)
-        return 1
+        return fail(args, err)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edsam", description=__doc__)
+    parser.add_argument("--log", help="write the job's output (its child processes' too) to this file; "
+                                      "an error line also goes to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
     corpus = sub.add_parser("corpus", help="generate the embedded demo corpus")
@@ -463,9 +466,55 @@ def quiet_model_libraries() -> None:
         pass
 
 
+# The stream an error line also goes to while --log sends stdout and stderr to a file (else None).
+_console = None
+
+
+def fail(args, err) -> int:
+    """Report a command's failure: one line in the job's log and, under --log, on the job's own stderr."""
+    message = f"edsam {args.command}: error: {err}"
+    print(message, file=sys.stderr, flush=True)
+    if _console is not None:
+        print(message, file=_console, flush=True)
+    return 1
+
+
+@contextlib.contextmanager
+def job_log(path: str):
+    """Point file descriptors 1 and 2 at ``path`` (so child processes, e.g. img2dataset's workers, write
+    there too) and keep the original stderr as the console for error lines; both restored on exit."""
+    global _console
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    with open(path, "w") as log:  # truncated, as the shell's `> log 2>&1` did
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    _console = os.fdopen(os.dup(saved_err), "w", buffering=1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        _console.close()
+        _console = None
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)
+        os.close(saved_out)
+        os.close(saved_err)
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    if args.command in MODEL_COMMANDS:
-        quiet_model_libraries()
-    return args.func(args)
+    with job_log(args.log) if args.log else contextlib.nullcontext():
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if args.command in MODEL_COMMANDS:
+            quiet_model_libraries()
+        try:
+            return args.func(args)
+        except Exception as err:  # noqa: BLE001 - under --log, any failure gets its line on the console too
+            if not args.log:
+                raise
+            traceback.print_exc()
+            return fail(args, f"{type(err).__name__}: {err}")

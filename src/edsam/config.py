@@ -57,9 +57,11 @@ def _describe(error) -> str:
     if error.validator == "additionalProperties":
         allowed = sorted(schema.get("properties", {}))
         return f"{error.message}" + (f"; allowed keys: {allowed}" if allowed else "")
-    if error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "type"):
-        bounds = {k: schema[k] for k in ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum") if k in schema}
-        return f"{error.message} (allowed: {bounds})"
+    if error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "type"):
+        bounds = {k: schema[k] for k in ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+                                         "multipleOf") if k in schema}
+        why = f"; {schema['description']}" if "description" in schema else ""
+        return f"{error.message} (allowed: {bounds}{why})"
     return error.message
 
 
@@ -110,7 +112,24 @@ def cross_check(config: dict) -> list[str]:
         if name not in evaluate.get("zeroshot", []):
             lines.append(f"config key 'report.headline.benchmarks': {name!r} is not evaluated zero-shot "
                          f"(evaluate.zeroshot: {evaluate.get('zeroshot', [])})")
-    return lines + _cross_check_domainbed(config)
+    return lines + _cross_check_runnable(config) + _cross_check_domainbed(config)
+
+
+def _cross_check_runnable(config: dict) -> list[str]:
+    """Combinations of valid values that the code cannot run."""
+    lines = []
+    train = config.get("train", {})
+    if train.get("nodes", 1) > 1 and train.get("gpus", 0) < 1:
+        lines.append(f"config key 'train.nodes': {train['nodes']} nodes need train.gpus >= 1 (a CPU run is one "
+                     "process; srun would start independent copies of the same training)")
+    tiny = config.get("ldm", {}).get("tiny", {})
+    if "image_size" in tiny and "vae_channels" in tiny:
+        factor = 2 ** (len(tiny["vae_channels"]) - 1)
+        if tiny["image_size"] % factor:
+            lines.append(f"config key 'ldm.tiny.image_size': {tiny['image_size']} is not a multiple of {factor}, the "
+                         f"downsampling of {len(tiny['vae_channels'])} autoencoder blocks (ldm.tiny.vae_channels): "
+                         "decoded images would not match the inputs")
+    return lines
 
 
 def _cross_check_domainbed(config: dict) -> list[str]:
@@ -136,9 +155,13 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
     """Validate ``config`` in place (filling defaults) or raise ConfigError."""
     schema = schema if schema is not None else load_schema()
     lines = explain_errors(config, schema)
+    if not lines:
+        for _ in _with_defaults(Draft202012Validator)(schema).iter_errors(config):
+            pass  # fills the defaults in
+        # a default can complete an invalid combination (download.encode_format png + the default quality)
+        lines = explain_errors(config, schema)
     if lines:
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
-    _with_defaults(Draft202012Validator)(schema).validate(config)
     lines = cross_check(config)
     if lines:
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))

@@ -32,6 +32,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
 from edsam.fileio import atomic_path, write_bytes_atomic, write_json_atomic
+from edsam.shards import safe_member_key
 
 CLASSNAMES = (
     "circle", "square", "triangle", "star", "hexagon",
@@ -438,7 +439,8 @@ def pack_shards(spec: CorpusSpec, domain: str, split: str, out_dir: str | Path,
             for index in range(start, min(start + per_shard, total)):
                 image, row = render_sample(spec, domain, split, index)
                 meta = {k: row[k] for k in ("domain", "split", "label", "classname")} | {"seed": spec.seed}
-                sink.write({"__key__": row["key"], "png": png_bytes(image), "txt": row["caption"], "json": meta})
+                sink.write({"__key__": safe_member_key(row["key"]), "png": png_bytes(image), "txt": row["caption"],
+                            "json": meta})
         paths.append((path, min(start + per_shard, total) - start))
     return paths
 

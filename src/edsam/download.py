@@ -18,15 +18,22 @@ This module adds only what it lacks:
 * a decoded-pixel cap for OpenCV (``OPENCV_IO_MAX_IMAGE_PIXELS``), inherited by
   img2dataset's worker processes, so a decompression bomb is rejected from its
   header instead of allocating gigabytes.
+* stable failure categories (``failure_category``): img2dataset records each
+  failure as raw library text (urllib's, or OpenCV's assertion with its version
+  and build path) and one "Image decoding error" for every undecodable body;
+  :class:`DiagnosingResizer` looks at such a body (Pillow, header first) to say
+  which it was, and the manifest counts categories with the raw text as detail.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,17 +241,120 @@ def summarize_shards(shard_dir: str | Path) -> list[dict]:
     return shards
 
 
-def failure_reasons(shards: list[dict], prepared: dict) -> dict[str, int]:
-    reasons: dict[str, int] = {}
+# ------------------------------------------------------------- failure reasons
+# The URL-list cleaning's drops, under the same names as download failures.
+PREPARE_CATEGORIES = {"dropped_missing_url": "missing_url", "dropped_disallowed_scheme": "disallowed_scheme",
+                      "dropped_missing_caption": "missing_caption"}
+# img2dataset's failure texts (urllib's exceptions, its resizer's checks) -> category; first match wins.
+FAILURE_PATTERNS = (
+    ("opted_out", r"X-Robots-Tag"),
+    ("hash_mismatch", r"^hash mismatch$"),
+    ("timeout", r"timed out|timeout"),
+    ("tls", r"\bSSL\b|CERTIFICATE|certificate"),
+    ("bad_url", r"unknown url type|no host given|URL can't contain|Invalid URL|nonnumeric port"),
+    ("incomplete_body", r"IncompleteRead"),
+    ("connection", r"Connection (refused|reset|aborted)|Remote end closed|Name or service not known|"
+                   r"name resolution|No route to host|Network is unreachable|Errno|BadStatusLine|RemoteDisconnected"),
+    ("empty_body", r"!buf\.empty\(\)"),
+    ("pixel_limit", r"CV_IO_MAX_IMAGE_PIXELS|image area too large"),
+    ("image_too_small", r"^image too small$"),
+    ("aspect_ratio", r"^aspect ratio too large$"),
+    ("undecodable_image", r"^Image decoding error$"),
+)
+# What DiagnosingResizer finds in a body OpenCV could not decode (it prefixes the text with one of these).
+BODY_CATEGORIES = ("empty_body", "not_an_image", "truncated_image", "corrupt_image", "pixel_limit",
+                   "unsupported_format")
+
+
+def failure_category(text: str) -> str:
+    """A stable category for one of img2dataset's failure texts (``other`` when none fits)."""
+    prefix = text.split(":", 1)[0]
+    if prefix in BODY_CATEGORIES:
+        return prefix
+    if match := re.match(r"HTTP Error (\d{3})", text):
+        return f"http_{match[1]}"
+    return next((category for category, pattern in FAILURE_PATTERNS if re.search(pattern, text)), "other")
+
+
+def diagnose_body(data: bytes, max_pixels: float) -> str | None:
+    """What is wrong with an image body the downloader could not decode, or None if Pillow sees nothing wrong.
+
+    Pillow reads the header first: a body no image format claims by its magic bytes is not an image (an
+    HTML error page served with status 200); a header claiming more than ``max_pixels`` is a bomb, never
+    decoded; a claimed format whose header or pixels do not load is truncated (Pillow says so) or corrupt.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        return "empty_body"
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > max_pixels:
+                return "pixel_limit"
+            image.load()
+    except Image.DecompressionBombError:
+        return "pixel_limit"
+    except UnidentifiedImageError:
+        Image.init()
+        claimed = any(accept and accept(data[:16]) for _, accept in Image.OPEN.values())
+        return "corrupt_image" if claimed else "not_an_image"
+    except Exception as err:  # noqa: BLE001 - Pillow's plugins raise OSError, SyntaxError, ValueError, ...
+        return "truncated_image" if "truncated" in str(err).lower() else "corrupt_image"
+    return "unsupported_format"  # Pillow decodes it, OpenCV (img2dataset's decoder) does not
+
+
+class DiagnosingResizer:
+    """img2dataset's resizer; when it fails, the failure text says what the body was (see :func:`diagnose_body`).
+
+    img2dataset keeps no failed body, so its resizer is the one place the cause can be told; the text
+    becomes ``<category>: <img2dataset's text>`` in its stats and per-sample parquet. A wrapper, not a
+    subclass, so importing this module does not import img2dataset (OpenCV, albumentations).
+    """
+
+    def __init__(self, resizer):
+        self.resizer = resizer
+
+    def __call__(self, img_stream, blurring_bbox_list=None):
+        result = self.resizer(img_stream, blurring_bbox_list)
+        error = result[-1]
+        if error is not None and failure_category(error) not in ("image_too_small", "aspect_ratio"):
+            img_stream.seek(0)
+            category = diagnose_body(img_stream.read(), self.resizer.max_image_area)
+            if category is not None:
+                result = (*result[:-1], f"{category}: {' '.join(error.split())}")
+        return result
+
+
+@contextlib.contextmanager
+def diagnosing_resizer():
+    """img2dataset's ``download`` builds its resizer from the name ``img2dataset.main.Resizer`` (keyword
+    arguments only): while the call runs, that name builds a wrapped one. Its workers unpickle the wrapper."""
+    import importlib
+
+    module = importlib.import_module("img2dataset.main")  # the package's attribute `main` is a function
+    original = module.Resizer
+    module.Resizer = lambda **kwargs: DiagnosingResizer(original(**kwargs))
+    try:
+        yield
+    finally:
+        module.Resizer = original
+
+
+def failure_reasons(shards: list[dict], prepared: dict) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """Failures per category (most frequent first), and per category the raw texts behind them."""
+    details: dict[str, dict[str, int]] = {}
     for shard in shards:
-        for reason, n in shard["status"].items():
-            if reason != "success":
-                reason = " ".join(reason.split())  # OpenCV's messages carry newlines
-                reasons[reason] = reasons.get(reason, 0) + int(n)
-    for key in ("dropped_missing_url", "dropped_disallowed_scheme", "dropped_missing_caption"):
+        for text, n in shard["status"].items():
+            if text != "success":
+                text = " ".join(text.split())[:300]  # OpenCV's texts carry newlines
+                per_text = details.setdefault(failure_category(text), {})
+                per_text[text] = per_text.get(text, 0) + int(n)
+    for key, category in PREPARE_CATEGORIES.items():
         if prepared.get(key):
-            reasons[key] = prepared[key]
-    return dict(sorted(reasons.items(), key=lambda kv: -kv[1]))
+            details.setdefault(category, {})[key] = prepared[key]
+    counts = {category: sum(texts.values()) for category, texts in details.items()}
+    order = sorted(counts, key=lambda category: (-counts[category], category))
+    return {c: counts[c] for c in order}, {c: dict(sorted(details[c].items(), key=lambda kv: -kv[1])) for c in order}
 
 
 def build_manifest(settings: DownloadSettings, shards: list[dict], prepared: dict, seconds: float) -> dict:
@@ -252,6 +362,7 @@ def build_manifest(settings: DownloadSettings, shards: list[dict], prepared: dic
 
     rows = prepared["rows"]
     successes = sum(s["successes"] for s in shards)
+    failures, details = failure_reasons(shards, prepared)
     return {
         "dataset": settings.name,
         "url_list": str(settings.url_list),
@@ -262,7 +373,8 @@ def build_manifest(settings: DownloadSettings, shards: list[dict], prepared: dic
         "samples": successes,
         "success_rate": successes / rows if rows else 0.0,
         "expected_samples": settings.expected_samples,
-        "failures": failure_reasons(shards, prepared),
+        "failures": failures,
+        "failure_details": details,
         "prepare": {k: v for k, v in prepared.items() if k not in ("outputs",)},
         "download_seconds": round(seconds, 3),
         "settings": {
@@ -288,30 +400,31 @@ def run_img2dataset(settings: DownloadSettings, url_dir: Path, shard_dir: Path) 
 
     # Read by OpenCV in each (spawned) img2dataset worker at its first decode.
     os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(settings.max_image_pixels)
-    download(
-        url_list=str(url_dir),
-        input_format="parquet",
-        url_col=settings.url_col,
-        caption_col=settings.caption_col,
-        save_additional_columns=list(settings.save_additional_columns) or None,
-        output_folder=str(shard_dir),
-        output_format="webdataset",
-        image_size=settings.image_size,
-        resize_mode=settings.resize_mode,
-        encode_format=settings.encode_format,
-        encode_quality=settings.encode_quality,
-        number_sample_per_shard=settings.number_sample_per_shard,
-        processes_count=settings.processes_count,
-        thread_count=settings.thread_count,
-        timeout=settings.timeout,
-        retries=settings.retries,
-        max_image_area=float(settings.max_image_pixels),
-        incremental_mode="incremental",
-        distributor="multiprocessing",
-        enable_wandb=False,
-        user_agent_token=settings.user_agent_token,
-        disallowed_header_directives=list(settings.disallowed_header_directives),
-    )
+    with diagnosing_resizer():
+        download(
+            url_list=str(url_dir),
+            input_format="parquet",
+            url_col=settings.url_col,
+            caption_col=settings.caption_col,
+            save_additional_columns=list(settings.save_additional_columns) or None,
+            output_folder=str(shard_dir),
+            output_format="webdataset",
+            image_size=settings.image_size,
+            resize_mode=settings.resize_mode,
+            encode_format=settings.encode_format,
+            encode_quality=settings.encode_quality,
+            number_sample_per_shard=settings.number_sample_per_shard,
+            processes_count=settings.processes_count,
+            thread_count=settings.thread_count,
+            timeout=settings.timeout,
+            retries=settings.retries,
+            max_image_area=float(settings.max_image_pixels),
+            incremental_mode="incremental",
+            distributor="multiprocessing",
+            enable_wandb=False,
+            user_agent_token=settings.user_agent_token,
+            disallowed_header_directives=list(settings.disallowed_header_directives),
+        )
 
 
 def download_dataset(settings: DownloadSettings, out_dir: str | Path) -> dict:
@@ -346,7 +459,8 @@ def download_dataset(settings: DownloadSettings, out_dir: str | Path) -> dict:
 
 def check_success_rate(manifest: dict, minimum: float) -> None:
     if manifest["success_rate"] < minimum:
-        reasons = "; ".join(f"{reason}: {n}" for reason, n in list(manifest["failures"].items())[:8])
+        reasons = "; ".join(f"{category}: {n} (e.g. {next(iter(manifest['failure_details'][category]))[:120]!r})"
+                            for category, n in list(manifest["failures"].items())[:8])
         raise DownloadError(
             f"dataset {manifest['dataset']}: success rate {manifest['success_rate']:.3f} "
             f"({manifest['samples']}/{manifest['rows']} rows) is below download.min_success_rate={minimum}. "

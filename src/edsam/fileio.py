@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -30,6 +31,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def remove_orphan_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete what :func:`atomic_path` left beside ``path`` when its process was killed (SIGKILL skips the
+    cleanup); returns the files removed. Call it only for outputs no other live process is writing."""
+    path = Path(path)
+    orphans = sorted(path.parent.glob(f".{glob.escape(path.name)}.*.part"))
+    for orphan in orphans:
+        orphan.unlink(missing_ok=True)
+    return orphans
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -46,3 +57,12 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: handle.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def path_inside(root: str | os.PathLike, relative: str) -> Path:
+    """``root / relative``, refused (ValueError) when it resolves outside ``root`` (``..``, absolute, links)."""
+    root = Path(root)
+    path = root / relative
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"{path}: leads outside {root}")
+    return path

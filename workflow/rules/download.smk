@@ -4,6 +4,8 @@
 # before rerunning it, and img2dataset's incremental mode needs the finished
 # shards left in place to resume. The manifest (written last, atomically) is
 # the output; how many shards there are is known only then (a checkpoint).
+# `python -m edsam --log {log}` writes the job's output to its log and its
+# error line (e.g. the success-rate gate's reason) also to the console.
 
 
 checkpoint download:
@@ -25,8 +27,8 @@ checkpoint download:
     conda:
         "../../envs/download.yaml"
     shell:
-        "python -m edsam download --dataset {wildcards.dataset:q} --settings {params.settings:q}"
-        " --out {params.out:q} > {log:q} 2>&1"
+        "python -m edsam --log {log:q} download --dataset {wildcards.dataset:q} --settings {params.settings:q}"
+        " --out {params.out:q}"
 
 
 rule verify_shards:
@@ -45,8 +47,8 @@ rule verify_shards:
     conda:
         "../../envs/download.yaml"
     shell:
-        "python -m edsam verify-shards --tars {params.tars:q} --manifest {input.manifest:q}"
-        " --max-pixels {params.max_pixels} --out {output:q} > {log:q} 2>&1"
+        "python -m edsam --log {log:q} verify-shards --tars {params.tars:q} --manifest {input.manifest:q}"
+        " --max-pixels {params.max_pixels} --out {output:q}"
 
 
 rule download_report:
@@ -64,5 +66,5 @@ rule download_report:
     conda:
         "../../envs/download.yaml"
     shell:
-        "python -m edsam download-report --manifest {input.manifest:q} --out {output:q}"
-        " {input.verified:q} > {log:q} 2>&1"
+        "python -m edsam --log {log:q} download-report --manifest {input.manifest:q} --out {output:q}"
+        " {input.verified:q}"

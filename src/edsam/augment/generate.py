@@ -25,7 +25,7 @@ from PIL import Image
 from edsam.augment.sampler import EDSAMSampler, SamplerSettings
 from edsam.fileio import atomic_path
 from edsam.ldm.imaging import to_model_tensor, to_uint8
-from edsam.shards import decode_image, image_bytes, iter_samples
+from edsam.shards import decode_image, dotted_member_names, image_bytes, iter_samples, read_caption, safe_member_key
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,10 @@ class AugmentSettings:
     encode_format: str = "jpg"
     model_id: str = ""
 
+    def __post_init__(self):
+        if self.m < 1:  # M = 0 is only the report's name for real data (no synthetic set)
+            raise ValueError(f"augment: M (synthetic samples per image) must be at least 1, got M = {self.m}")
+
 
 def sample_seed(seed: int, key: str, j: int) -> int:
     digest = hashlib.sha256(f"{seed}/{key}/{j}".encode()).digest()
@@ -53,7 +57,12 @@ def load_real_samples(tar_path, resolution: int, max_pixels: int, max_caption_ch
     kept, skipped = [], {}
     for sample in iter_samples(tar_path):
         key = sample["__key__"]
-        caption = sample.get("txt", b"").decode("utf-8", errors="replace").strip()[:max_caption_chars]
+        if dotted := dotted_member_names(sample):  # webdataset cut the key at its dot: no jpg or txt member
+            skipped["key with a dot"] = skipped.get("key with a dot", 0) + 1
+            log.warning("%s: skipping %s: the key holds a dot, so webdataset reads them as key %r",
+                        tar_path, ", ".join(map(repr, dotted)), key)
+            continue
+        caption = read_caption(sample)[:max_caption_chars]
         try:
             if not caption:
                 raise ValueError("missing caption")
@@ -106,7 +115,8 @@ def augment_shard(sampler: EDSAMSampler, source_tar, out_tar, settings: AugmentS
                 source, j = keys[index // settings.m], index % settings.m
                 meta = {**provenance, "source_key": source, "j": j, "alpha": float(alphas[index]),
                         "seed": seeds[index]}
-                sink.write({"__key__": f"{source}_{j:03d}", settings.encode_format: to_image_bytes(image, settings.encode_format),
+                # a hostile source key (../x, /x, control characters) never becomes a member name
+                sink.write({"__key__": f"{safe_member_key(source)}_{j:03d}", settings.encode_format: to_image_bytes(image, settings.encode_format),
                             "txt": captions[index // settings.m], "json": json.dumps(meta, sort_keys=True)})
                 written += 1
             if progress is not None:

@@ -21,7 +21,7 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from edsam.fileio import sha256_file, write_json_atomic
+from edsam.fileio import remove_orphan_temporaries, sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +85,23 @@ def read_group(group_json: str | Path) -> list[dict]:
     return entries
 
 
+def remove_group_temporaries(out_dir: str | Path, group_json: str | Path, shards: list[str]) -> None:
+    """Delete the temporary files a killed run of this group left (its shards' tars and stats, its JSON).
+
+    Only this group's own: another group of the set may be running now, writing its own temporaries.
+    """
+    paths = [path for shard in shards for path in shard_paths(out_dir, shard)] + [Path(group_json)]
+    removed = [orphan for path in paths for orphan in remove_orphan_temporaries(path)]
+    if removed:
+        log.info("removed %d temporary file(s) a killed run left: %s", len(removed), [str(p) for p in removed])
+
+
 def augment_group(ldm_source: str, sources: list[str], out_dir: str | Path, group_json: str | Path, settings,
                   sampler_settings, local_files_only: bool = True, device: str | None = None,
                   precision: str = "fp32") -> dict:
     """ED-SAM for every source shard of a group; the LDM is loaded only if some shard is left to make."""
     expected = {"settings": asdict(settings), "sampler": asdict(sampler_settings)}
+    remove_group_temporaries(out_dir, group_json, [Path(source).stem for source in sources])
     entries, todo = {}, []
     for source in sources:
         shard = Path(source).stem
@@ -117,8 +129,10 @@ def subset_group(superset_group: str | Path, out_dir: str | Path, group_json: st
     from edsam.augment.subset import subset_shard, superset_ref
 
     superset_dir = json.loads(Path(superset_group).read_text())["set"]
+    superset_entries = read_group(superset_group)
+    remove_group_temporaries(out_dir, group_json, [entry["shard"] for entry in superset_entries])
     entries = []
-    for source in read_group(superset_group):
+    for source in superset_entries:
         shard = source["shard"]
         source_tar = shard_paths(superset_dir, shard)[0]
         tar, stats_path = shard_paths(out_dir, shard)

@@ -10,7 +10,10 @@ import json
 import time
 
 from edsam.fileio import atomic_path
-from edsam.shards import iter_samples
+from edsam.shards import IMAGE_EXTENSIONS, iter_samples, safe_member_key
+
+# The members a synthetic sample has (see edsam.augment.generate); nothing else of a superset shard is copied.
+SYNTHETIC_MEMBERS = (*IMAGE_EXTENSIONS, "txt", "json")
 
 
 def subset_shard(superset_tar, superset: dict, out_tar, m: int) -> dict:
@@ -35,8 +38,9 @@ def subset_shard(superset_tar, superset: dict, out_tar, m: int) -> dict:
             if int(meta["j"]) >= m:
                 continue
             meta.update(m=m, superset_m=big_m)
-            sink.write({**{k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"},
-                        "json": json.dumps(meta, sort_keys=True)})
+            # names come from a shard on disk: only its known members are copied, under a safe key
+            sink.write({**{k: v for k, v in sample.items() if k in SYNTHETIC_MEMBERS},
+                        "__key__": safe_member_key(sample["__key__"]), "json": json.dumps(meta, sort_keys=True)})
             written += 1
         expected = superset["real_samples"] * m
         if written != expected:  # raised before the rename: nothing is left at out_tar

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edsam.fileio import atomic_path, write_json_atomic
+from edsam.fileio import atomic_path, path_inside, write_json_atomic
+from edsam.shards import check_safe_name, safe_member_key
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -161,12 +162,15 @@ def export_corpus_domains(corpus_dir: str | os.PathLike, out_root: str | os.Path
     corpus_dir, out_root = Path(corpus_dir), Path(out_root)
     classes = [c.strip() for c in (corpus_dir / "classnames.txt").read_text().splitlines() if c.strip()]
     metadata = pd.read_parquet(corpus_dir / "metadata.parquet", columns=["key", "path", "label", "domain"])
+    folders = [check_safe_name(c.replace(" ", "_"), f"{corpus_dir / 'classnames.txt'}: class") for c in classes]
     counts = {}
     for row in metadata.sort_values(["domain", "key"]).itertuples(index=False):
-        destination = out_root / row.domain / classes[row.label].replace(" ", "_") / f"{row.key}.png"
+        # names from the metadata become paths: a hostile one must not leave out_root
+        domain = check_safe_name(row.domain, f"{corpus_dir / 'metadata.parquet'}: domain")
+        destination = out_root / domain / folders[row.label] / f"{safe_member_key(row.key)}.png"
         if not destination.exists():  # a rerun after a kill keeps what is there (each copy is atomic)
             with atomic_path(destination) as tmp:
-                tmp.write_bytes((corpus_dir / "images" / row.path).read_bytes())
+                tmp.write_bytes(path_inside(corpus_dir / "images", row.path).read_bytes())
         counts[row.domain] = counts.get(row.domain, 0) + 1
     summary = {"domains": counts, "classes": len(classes)}
     write_json_atomic(out_root / "domainbed.json", summary)

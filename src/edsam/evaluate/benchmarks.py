@@ -19,7 +19,8 @@ import io
 import tarfile
 from pathlib import Path
 
-from edsam.fileio import atomic_path, write_json_atomic
+from edsam.fileio import atomic_path, path_inside, write_json_atomic
+from edsam.shards import safe_member_key
 
 
 class BenchmarkError(ValueError):
@@ -33,7 +34,8 @@ def _write_split(rows, images_root: Path, out_dir: Path, per_shard: int) -> int:
     for shard in range(shards):
         with atomic_path(out_dir / f"{shard}.tar") as tmp, tarfile.open(tmp, "w") as tar:
             for key, path, label in rows[shard * per_shard : (shard + 1) * per_shard]:
-                for name, data in ((f"{key}.png", (images_root / path).read_bytes()), (f"{key}.cls", str(label).encode())):
+                key = safe_member_key(key)
+                for name, data in ((f"{key}.png", path_inside(images_root, path).read_bytes()), (f"{key}.cls", str(label).encode())):
                     info = tarfile.TarInfo(name)
                     info.size, info.mtime = len(data), 0
                     tar.addfile(info, io.BytesIO(data))
@@ -61,8 +63,12 @@ def package_corpus_domain(corpus_dir: str | Path, domain: str, out_dir: str | Pa
     return summary
 
 
-def check_benchmark(root: str | Path, splits=("test",)) -> dict:
-    """Fail fast, naming the file, on a root clip_benchmark would choke on; return classnames and templates."""
+def check_benchmark(root: str | Path, splits=("test",), prompts: bool = True) -> dict:
+    """Fail fast, naming the file, on a root clip_benchmark would choke on; return classnames and templates.
+
+    ``prompts``: the task builds class prompts from the templates (zero-shot; fine-tuning's head), so each
+    needs ``{c}``. A linear probe never uses them: clip_benchmark only needs the file to be there.
+    """
     root = Path(root)
     if not root.is_dir():
         raise BenchmarkError(f"{root}: benchmark root does not exist (stage it, or fix evaluate.benchmarks)")
@@ -77,7 +83,7 @@ def check_benchmark(root: str | Path, splits=("test",)) -> dict:
             raise BenchmarkError(f"{missing[0]}: shard missing ({len(missing)} of {count} in {root / split})")
     classnames = _lines(root / "classnames.txt")
     templates = _lines(root / "zeroshot_classification_templates.txt")
-    if any("{c}" not in t for t in templates):
+    if prompts and any("{c}" not in t for t in templates):
         raise BenchmarkError(f"{root / 'zeroshot_classification_templates.txt'}: every template needs '{{c}}'")
     return {"classnames": classnames, "templates": templates}
 
@@ -120,14 +126,22 @@ def check_labels(targets, classnames: list[str], root) -> None:
 
 # The splits each evaluation task reads (zero-shot classifies test; the probe and fine-tuning also train).
 TASK_SPLITS = {"zeroshot_classification": ("test",), "linear_probe": ("train", "test"), "finetune": ("train", "test")}
+# The tasks that build class prompts from the templates (fine-tuning starts from the zero-shot head).
+PROMPT_TASKS = frozenset({"zeroshot_classification", "finetune"})
 
 
-def check_benchmark_labels(root: str | Path, splits=("test",)) -> dict:
-    """:func:`check_benchmark` plus every split's labels checked against classnames; adds ``samples`` per split.
+def check_task_root(root: str | Path, task: str) -> dict:
+    """:func:`check_benchmark` with what ``task`` reads: its splits, and the templates only if it uses them."""
+    return check_benchmark(root, TASK_SPLITS[task], prompts=task in PROMPT_TASKS)
+
+
+def check_benchmark_labels(root: str | Path, task: str) -> dict:
+    """:func:`check_task_root` plus every split's labels checked against classnames; adds ``samples`` per split.
 
     Zero-shot would silently score out-of-range labels as wrong, so this runs before any model does.
     """
-    meta = check_benchmark(root, splits)
+    splits = TASK_SPLITS[task]
+    meta = check_task_root(root, task)
     meta["samples"] = {}
     for split in splits:
         labels = scan_labels(Path(root) / split)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from edsam.evaluate.benchmarks import TASK_SPLITS, check_benchmark_labels
+from edsam.evaluate.benchmarks import check_benchmark_labels
 
 
 class _CPUPassingAsCUDA(str):
@@ -85,7 +85,7 @@ def run_task(task: str, dataset: str, root: str, model_dir: str, work_dir: str |
     """Run clip_benchmark for one task; returns its metrics dict."""
     from clip_benchmark import cli
 
-    check_benchmark_labels(root, TASK_SPLITS[task])
+    check_benchmark_labels(root, task)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     out = work_dir / f"{task}.clip_benchmark.json"

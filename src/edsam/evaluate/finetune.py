@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from edsam.evaluate.benchmarks import TASK_SPLITS, check_benchmark_labels
+from edsam.evaluate.benchmarks import check_benchmark_labels
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def finetune(model_dir: str, root: str, settings: FinetuneSettings, device: str 
     from clip_benchmark.metrics.zeroshot_classification import zero_shot_classifier
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    meta = check_benchmark_labels(root, TASK_SPLITS["finetune"])
+    meta = check_benchmark_labels(root, "finetune")
     torch.manual_seed(settings.seed)
     random.seed(settings.seed)
     name = f"local-dir:{model_dir}"

@@ -65,12 +65,12 @@ def evaluate_plan(plan: list[dict], model_dir: str, settings: dict, train_facts:
     or classnames file fails the job in seconds, naming it (labels are read,
     once, by each task).
     """
-    from edsam.evaluate.benchmarks import TASK_SPLITS, check_benchmark
+    from edsam.evaluate.benchmarks import check_task_root
 
     for item in plan:
         if item["task"] not in TASKS:
             raise ValueError(f"unknown evaluation task {item['task']!r}: one of {TASKS}")
-        check_benchmark(item["root"], TASK_SPLITS[item["task"]])
+        check_task_root(item["root"], item["task"])
     return [evaluate(item["task"], item["benchmark"], item["root"], model_dir, item["out"], settings, train_facts)
             for item in plan]
 

@@ -25,10 +25,11 @@ DOMAINS = ["photo", "cartoon", "sketch"]
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    """Three corpus domains as a DomainBed root: 20 images per class and domain."""
+    """Three corpus domains as a DomainBed root: 20 images per domain (painting, the source, has only 10)."""
     work = tmp_path_factory.mktemp("domainbed")
-    spec = CorpusSpec(seed=4, image_size=32, domains=tuple(DOMAINS), train_per_class=1, heldout_train_per_class=1,
-                      test_per_class=1)
+    # source domain painting (not among DOMAINS): the three domains read here keep both splits
+    spec = CorpusSpec(seed=4, image_size=32, domains=(*DOMAINS, "painting"), source_domain="painting",
+                      train_per_class=1, heldout_train_per_class=1, test_per_class=1)
     build_corpus(spec, work / "corpus")
     export_corpus_domains(work / "corpus", work / "root")
     return work / "root"
@@ -56,13 +57,20 @@ def features(root, teacher, tmp_path_factory):
     return out
 
 
+def test_the_teachers_training_pairs_are_not_domainbed_data(root):
+    """The source domain's training split is what the CLIPs learnt from: only its test images are exported."""
+    source = sorted(p.name for p in (root / "painting").rglob("*.png"))
+    assert len(source) == 10 and all(name.startswith("painting-test-") for name in source)
+    assert any(p.name.startswith("photo-train-") for p in (root / "photo").rglob("*.png"))
+
+
 def test_listing_is_sorted_with_the_same_classes_in_every_domain(root):
     dataset = load_domainbed(root, DOMAINS)
     assert [d.name for d in dataset.domains] == DOMAINS and len(dataset.classes) == 10
     assert dataset.classnames[0] == "arrow" and all(len(d.paths) == 20 for d in dataset.domains)
     assert list(dataset.domains[0].paths) == sorted(dataset.domains[0].paths)
     assert dataset.digest() == load_domainbed(root, DOMAINS).digest()
-    assert sorted(d.name for d in load_domainbed(root).domains) == sorted(DOMAINS)  # domains found when not given
+    assert sorted(d.name for d in load_domainbed(root).domains) == sorted([*DOMAINS, "painting"])  # found when not given
 
 
 def test_split_is_domainbeds_own():

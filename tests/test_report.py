@@ -44,13 +44,36 @@ def test_cells_translate_into_this_configs_runs(mapping, tmp_path):
     assert mapping.data("retrained-random-rho0.2-m10") == "retrained-random-rho0.2-m2"
     assert mapping.data("pretrained-edsam-rho0.7-m10") is None  # rho 0.7 not run here
     assert mapping.data("pretrained-edsam-rho0.5-m3") is None
+    assert dataclasses.replace(mapping, ldms=("pretrained",)).data("retrained-edsam-rho0.5-m10") is None
     cell = {"dataset": "cc3m", "model": "vit-b-16", "method": "slip", "regulariser": "ada", "data": "real",
             "benchmark": "imagenet1k", "task": "linear_probe"}
-    assert mapping.result_path(cell) == f"{tmp_path}/eval/demo/tiny-vit/slip-ada/real/photo/linear_probe.json"
-    assert mapping.result_path({**cell, "dataset": "cc12m"}) is None
+    assert mapping.result_paths(cell) == [f"{tmp_path}/eval/demo/tiny-vit/slip-ada/real/seed0/photo/linear_probe.json"]
+    assert mapping.result_paths({**cell, "dataset": "cc12m"}) is None
     # a (benchmark, task) the config does not evaluate runs on is not covered (no rule would make it)
     narrow = dataclasses.replace(mapping, evaluations=frozenset({("photo", "zeroshot_classification")}))
-    assert narrow.result_path(cell) is None and narrow.result_path({**cell, "task": "zeroshot_classification"})
+    assert narrow.result_paths(cell) is None and narrow.result_paths({**cell, "task": "zeroshot_classification"})
+    # nor is a method or regulariser the config leaves out (report.methods / report.regularisers)
+    assert dataclasses.replace(mapping, methods=("clip",)).result_paths(cell) is None
+    assert dataclasses.replace(mapping, regularisers=("none",)).result_paths(cell) is None
+
+
+def test_a_run_with_several_seeds_fills_its_cells_with_their_mean_and_sd(mapping, tmp_path):
+    paper = load_paper_values(PAPER)
+    seeded = dataclasses.replace(mapping, seed=0, seeds={"demo/tiny-vit/clip-none/real": (0, 1, 2)})
+    cell = paper[(paper.table == 3) & (paper.dataset == "cc3m") & (paper.data == "real")
+                 & (paper.task == "zeroshot_classification")].iloc[0]
+    paths = seeded.result_paths(cell)
+    assert [p.split("/")[-3] for p in paths] == ["seed0", "seed1", "seed2"]
+    for path, accuracy in zip(paths[:2], (0.2, 0.3)):
+        _result(tmp_path / path.removeprefix(f"{tmp_path}/"), acc1=accuracy)
+    assert build_table(paper, 3, seeded).set_index(["dataset", "data", "task"]).loc[
+        ("cc3m", "real", "zeroshot_classification"), "status"] == "not run"  # one seed missing: not filled
+    _result(tmp_path / paths[2].removeprefix(f"{tmp_path}/"), acc1=0.4)
+    row = build_table(paper, 3, seeded).set_index(["dataset", "data", "task"]).loc[
+        ("cc3m", "real", "zeroshot_classification")]
+    assert row.ours == pytest.approx(30.0) and row.ours_sd == pytest.approx(10.0) and row.n_seeds == 3
+    assert row.our_run == "demo/tiny-vit/clip-none/real"
+    assert "30.00 +- 10.00 (n=3) / 17.10" in to_markdown(build_table(paper, 3, seeded), 3)
 
 
 def _result(path, train=None, **metrics):
@@ -61,9 +84,9 @@ def _result(path, train=None, **metrics):
 def test_table_from_fixture_results_with_missing_cells(mapping, tmp_path):
     paper = load_paper_values(PAPER)
     run = tmp_path / "eval/demo/tiny-vit/clip-none"
-    _result(run / "real/photo/zeroshot_classification.json", acc1=0.25, acc5=0.7,
+    _result(run / "real/seed0/photo/zeroshot_classification.json", acc1=0.25, acc5=0.7,
             train={"samples_seen": 900, "optimizer_steps": 28})
-    _result(run / "pretrained-edsam-rho0.5-m2/photo/linear_probe.json", lp_acc1=0.5)
+    _result(run / "pretrained-edsam-rho0.5-m2/seed0/photo/linear_probe.json", lp_acc1=0.5)
     frame = build_table(paper, 3, mapping)
     ok = frame[frame.status == "ok"].set_index(["data", "task"])
     assert ok.loc[("real", "zeroshot_classification"), "ours"] == pytest.approx(25.0)
@@ -76,10 +99,11 @@ def test_table_from_fixture_results_with_missing_cells(mapping, tmp_path):
     markdown = to_markdown(frame, 3)
     assert "25.00 / 17.10 (+7.90)" in markdown and "not covered / 36.50" in markdown
     assert set(required_results(paper, 3, mapping)) == set(frame.result.dropna())
+    assert frame.our_run.dropna().str.fullmatch(r"demo/tiny-vit/clip-none/[^/]+").all()
 
 
 def test_write_table_round_trips_through_csv(mapping, tmp_path):
-    _result(tmp_path / "eval/demo/tiny-vit/clip-none/real/photo/finetune.json", acc1=0.9)
+    _result(tmp_path / "eval/demo/tiny-vit/clip-none/real/seed0/photo/finetune.json", acc1=0.9)
     frame = write_table(PAPER, 4, mapping, tmp_path / "t4.csv", tmp_path / "t4.md")
     again = pd.read_csv(tmp_path / "t4.csv")
     assert len(again) == len(frame) == SHAPES[4] and (again.status == "ok").sum() == 1
@@ -87,14 +111,17 @@ def test_write_table_round_trips_through_csv(mapping, tmp_path):
 
 
 def test_readme_section_is_written_from_the_tables(mapping, tmp_path):
-    _result(tmp_path / "eval/demo/tiny-vit/clip-none/real/photo/zeroshot_classification.json", acc1=0.25)
+    _result(tmp_path / "eval/demo/tiny-vit/clip-none/real/seed0/photo/zeroshot_classification.json", acc1=0.25)
     csvs = [tmp_path / f"t{n}.csv" for n in (4, 3)]
     for n, csv in zip((4, 3), csvs):
         write_table(PAPER, n, mapping, csv, tmp_path / f"t{n}.md")
     (tmp_path / "fig.png").write_bytes(b"\x89PNG fake")
     (tmp_path / "domainbed.md").write_text("# Domain generalisation\n\n## demo\n\n| a |\n|---|\n| 1 |\n")
-    block = results_block(csvs, [tmp_path / "fig.png"], "docs/figures", "Demo run", [tmp_path / "domainbed.md"])
-    assert block.startswith("_Demo run_") and "![fig](docs/figures/fig.png)" in block
+    (tmp_path / "headline.md").write_text("# Headline: zero-shot accuracy\n\nED-SAM minus CLIP is +1.0 points.\n")
+    block = results_block(csvs, [tmp_path / "fig.png"], "docs/figures", "Demo run", [tmp_path / "domainbed.md"],
+                          [tmp_path / "headline.md"])
+    assert block.startswith("_Demo run_\n\n#### Headline") and "![fig](docs/figures/fig.png)" in block
+    assert block.index("ED-SAM minus CLIP") < block.index("![fig]")  # the headline comes first
     assert block.index("#### Table 3") < block.index("#### Table 4") < block.index("#### Domain generalisation")
     assert "\n##### demo\n" in block and block.rstrip().endswith("| 1 |")  # headings under the block's
     assert "25.00 / 17.10 (+7.90)" in block and "not covered" not in block.split("Cells:")[0]
@@ -141,12 +168,12 @@ def test_plots_are_drawn_from_tables_and_results(mapping, tmp_path):
     from edsam.report.plots import plot_domains, plot_versus
 
     run = tmp_path / "eval/demo/tiny-vit/clip-none"
-    _result(run / "pretrained-edsam-rho0.5-m2/photo/zeroshot_classification.json", acc1=0.3)
-    _result(run / "pretrained-edsam-rho0.2-m2/photo/zeroshot_classification.json", acc1=0.2)
+    _result(run / "pretrained-edsam-rho0.5-m2/seed0/photo/zeroshot_classification.json", acc1=0.3)
+    _result(run / "pretrained-edsam-rho0.2-m2/seed0/photo/zeroshot_classification.json", acc1=0.2)
     write_table(PAPER, 1, mapping, tmp_path / "t1.csv", tmp_path / "t1.md")
     plot_versus(tmp_path / "t1.csv", "rho", tmp_path / "t1.png")
-    _result(run / "real/sketch/zeroshot_classification.json", acc1=0.12)
-    plot_domains(sorted(run.glob("*/*/zeroshot_classification.json")), tmp_path / "domains.png")
+    _result(run / "real/seed0/sketch/zeroshot_classification.json", acc1=0.12)
+    plot_domains(sorted(run.glob("*/seed0/*/zeroshot_classification.json")), tmp_path / "domains.png")
     for name in ("t1.png", "domains.png"):
         with Image.open(tmp_path / name) as image:
             assert image.format == "PNG" and image.size[0] > 400

@@ -168,6 +168,7 @@ def hostile_corpus(root, key="../../../../escape", path="photo/test/a.png", doma
                   "domain": ["photo", domain], "split": ["test", "test"]}).to_parquet(root / "metadata.parquet")
     (root / "classnames.txt").write_text("circle\n")
     (root / "templates.txt").write_text("a photo of a {c}.\n")
+    (root / "corpus.json").write_text('{"spec": {"source_domain": "photo"}}')
     return root
 
 

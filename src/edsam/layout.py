@@ -23,6 +23,8 @@ REGULARISERS = ("none", "masking", "ada", "advstyle")
 
 VARIANT_PATTERN = r"(?P<transform>edsam|random)-rho(?P<rho>\d+(?:\.\d+)?)-m(?P<m>\d+)"
 DATA_PATTERN = rf"real|(?P<ldm>pretrained|retrained)-{VARIANT_PATTERN}"
+# the same, without named groups: a Snakemake wildcard constraint
+DATA_WILDCARD = re.sub(r"\(\?P<\w+>", "(?:", DATA_PATTERN)
 RUN_PATTERN = (rf"(?P<dataset>[^/]+)/(?P<model>[^/]+)/(?P<method>{'|'.join(METHODS)})-"
                rf"(?P<regulariser>{'|'.join(REGULARISERS)})/(?P<data>[^/]+)(?:/seed(?P<seed>\d+))?")
 

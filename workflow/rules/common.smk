@@ -21,7 +21,7 @@ os.environ.update(
 from edsam.config import cross_check, explain_errors, load_schema  # noqa: E402
 from edsam.corpus import CLASSNAMES  # noqa: E402
 from edsam.evaluate.run import evaluation_pairs  # noqa: E402
-from edsam.layout import DATA_PATTERN, RunId, Variant, data_name  # noqa: E402
+from edsam.layout import DATA_WILDCARD, RunId, Variant, data_name  # noqa: E402
 from edsam.report.headline import HeadlineSpec  # noqa: E402
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
@@ -58,7 +58,7 @@ wildcard_constraints:
     model="|".join(map(re.escape, config["train"]["models"])),
     method="clip|laclip|slip",
     regulariser="none|masking|ada|advstyle",
-    data=DATA_PATTERN,
+    data=DATA_WILDCARD,
     seed=r"\d+",
     benchmark="|".join(map(re.escape, config["evaluate"]["benchmarks"])) or "no-benchmarks",
     task="zeroshot_classification|linear_probe|finetune",
@@ -412,10 +412,10 @@ def evaluate_settings():
 
 
 EVALUATIONS = evaluation_pairs(config["evaluate"])
-# Zero-shot on the benchmarks other than the primary is a job of its own: only
-# some runs need it (Table 7's, the per-domain figure's), every run needs the rest.
-EXTRA_ZEROSHOT = [(b, t) for b, t in EVALUATIONS
-                  if t == "zeroshot_classification" and b != config["evaluate"].get("primary")]
+# Zero-shot on the benchmarks other than the primary is a job of its own (evaluate.separate_zeroshot_job):
+# only some runs need it (Table 7's, the headline's, the per-domain figure's), every run needs the rest.
+EXTRA_ZEROSHOT = [(b, t) for b, t in EVALUATIONS if config["evaluate"]["separate_zeroshot_job"]
+                  and t == "zeroshot_classification" and b != config["evaluate"].get("primary")]
 RUN_EVALUATIONS = [pair for pair in EVALUATIONS if pair not in EXTRA_ZEROSHOT]
 
 

@@ -153,15 +153,21 @@ def leave_one_out(dataset: DomainBedDataset, target: str, holdout_fraction: floa
 
 
 def export_corpus_domains(corpus_dir: str | os.PathLike, out_root: str | os.PathLike) -> dict:
-    """The demo corpus's domains (both splits) -> a DomainBed root; marker ``domainbed.json`` written last.
+    """The demo corpus's domains -> a DomainBed root; marker ``domainbed.json`` written last.
 
-    The demo's stand-in for PACS, read by the same code as a real DomainBed root.
+    The demo's stand-in for PACS, read by the same code as a real DomainBed root. Every image but the
+    source domain's training split: those are the CLIP training pairs the teachers learnt from, and a
+    DomainBed domain must be as unseen by the teacher as PACS is by a CLIP trained on CC3M.
     """
+    import json
+
     import pandas as pd
 
     corpus_dir, out_root = Path(corpus_dir), Path(out_root)
     classes = [c.strip() for c in (corpus_dir / "classnames.txt").read_text().splitlines() if c.strip()]
-    metadata = pd.read_parquet(corpus_dir / "metadata.parquet", columns=["key", "path", "label", "domain"])
+    source = json.loads((corpus_dir / "corpus.json").read_text())["spec"]["source_domain"]
+    metadata = pd.read_parquet(corpus_dir / "metadata.parquet", columns=["key", "path", "label", "domain", "split"])
+    metadata = metadata[~((metadata.domain == source) & (metadata.split == "train"))]
     folders = [check_safe_name(c.replace(" ", "_"), f"{corpus_dir / 'classnames.txt'}: class") for c in classes]
     counts = {}
     for row in metadata.sort_values(["domain", "key"]).itertuples(index=False):

@@ -41,6 +41,7 @@ class ReportMapping:
     evaluations: frozenset = frozenset()  # the (benchmark, task) pairs this config evaluates every run on
     methods: tuple = ("clip", "laclip", "slip")  # the paper's methods this config covers
     regularisers: tuple = ("none", "masking", "ada", "advstyle")  # and regularisers
+    ldms: tuple = ("pretrained", "retrained")  # and LDMs of synthetic data
     seed: int = 0  # every run's seed (config `seed`)
     seeds: dict = field(default_factory=dict)  # seedless run name -> its seeds, for runs trained with several
 
@@ -60,7 +61,8 @@ class ReportMapping:
         seeds = {_seedless(run): headline.seeds for run in headline.runs()} if headline else {}
         return cls(dict(report["datasets"]), dict(report["models"]), dict(report["benchmarks"]), rho_values,
                    m_values, config["results_dir"], frozenset(evaluation_pairs(config["evaluate"])),
-                   tuple(report["methods"]), tuple(report["regularisers"]), int(config["seed"]), seeds)
+                   tuple(report["methods"]), tuple(report["regularisers"]), tuple(report["ldms"]),
+                   int(config["seed"]), seeds)
 
     def data(self, paper_data: str) -> str | None:
         """A paper cell's data (real, or <ldm>-<transform>-rho<rho>-m<M>) in this config's terms."""
@@ -68,7 +70,7 @@ class ReportMapping:
             return "real"
         match = PAPER_DATA.fullmatch(paper_data)
         rho, m = self.rho_values.get(float(match["rho"])), self.m_values.get(int(match["m"]))
-        if rho is None or m is None:
+        if rho is None or m is None or (m and match["ldm"] not in self.ldms):
             return None
         return "real" if m == 0 else f"{match['ldm']}-{Variant(match['transform'], rho, m)}"
 
@@ -165,7 +167,7 @@ def _format(row) -> str:
         return ""
     if row.status != "ok":
         return f"{row.status} / {row.paper:.2f}"
-    spread = f" +- {row.ours_sd:.2f} (n={row.n_seeds})" if row.n_seeds and row.n_seeds > 1 else ""
+    spread = f" +- {row.ours_sd:.2f} (n={int(row.n_seeds)})" if row.n_seeds and row.n_seeds > 1 else ""
     return f"{row.ours:.2f}{spread} / {row.paper:.2f} ({row.difference:+.2f})"
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from edsam.augment import groups
 from edsam.augment.generate import AugmentSettings, augment_shard
-from edsam.augment.groups import augment_group, read_group, subset_group
+from edsam.augment.groups import augment_group, read_group, shard_paths, subset_group
 from edsam.augment.sampler import EDSAMSampler, SamplerSettings
 from edsam.fileio import sha256_file
 from edsam.ldm.models import TinyLDMSpec, build_tiny_pipeline, save_tiny_pipeline
@@ -57,17 +57,30 @@ def run(tiny_ldm_dir, source, set_dir, settings=SETTINGS, **sampler):
     return group["shards"][0]
 
 
-def tar(set_dir, shard="00007"):
-    return set_dir / "shards" / f"{shard}.tar"
+def tars(set_dir, shard="00007", m=SETTINGS.m):
+    return shard_paths(set_dir, shard, m)[0]
 
 
-def test_synthetic_shard_has_m_samples_per_image_with_provenance(tiny_ldm_dir, source_shard, tmp_path):
+def tar(set_dir, shard="00007", j=0):
+    return tars(set_dir, shard)[j]
+
+
+def samples_of(paths):
+    return [s for path in paths for s in iter_samples(path)]
+
+
+def test_each_copy_of_an_image_goes_to_its_own_shard_with_provenance(tiny_ldm_dir, source_shard, tmp_path):
+    """Copy j of every image in tar j: no tar holds two copies of one image (issue 16, item 1)."""
     stats = run(tiny_ldm_dir, source_shard, tmp_path / "out")
     assert stats["real_samples"] == 3 and stats["synthetic_samples"] == 9
     assert stats["skipped"] == {"undecodable image": 1, "missing caption": 1}
-    samples = list(iter_samples(tar(tmp_path / "out")))
-    assert [s["__key__"] for s in samples] == [f"000{k}_00{j}" for k in (1, 2, 3) for j in range(3)]
-    for sample in samples:
+    assert [(c["j"], c["tar"], c["samples"]) for c in stats["copies"]] == [
+        (j, f"00007_j00{j}.tar", 3) for j in range(3)]
+    for j in range(3):  # each the size of the real shard, in its key order
+        samples = list(iter_samples(tar(tmp_path / "out", j=j)))
+        assert [s["__key__"] for s in samples] == [f"000{k}_00{j}" for k in (1, 2, 3)]
+        assert {json.loads(s["json"])["j"] for s in samples} == {j}
+    for sample in samples_of(tars(tmp_path / "out")):
         meta = json.loads(sample["json"])
         assert sample["txt"].decode() == f"a shape number {meta['source_key']}"  # the original caption
         assert abs(meta["alpha"]) <= 0.5
@@ -80,31 +93,37 @@ def test_synthetic_shard_has_m_samples_per_image_with_provenance(tiny_ldm_dir, s
 def test_same_inputs_same_bytes_and_batching_does_not_matter(tiny_ldm_dir, source_shard, tmp_path):
     run(tiny_ldm_dir, source_shard, tmp_path / "a")
     run(tiny_ldm_dir, source_shard, tmp_path / "b")
-    assert sha256_file(tar(tmp_path / "a")) == sha256_file(tar(tmp_path / "b"))
+    assert [sha256_file(t) for t in tars(tmp_path / "a")] == [sha256_file(t) for t in tars(tmp_path / "b")]
     ldm = LatentDiffusion.load(str(tiny_ldm_dir))
-    alone = augment_shard(EDSAMSampler(ldm, SamplerSettings(steps=2)), source_shard, tmp_path / "c.tar",
+    alone = augment_shard(EDSAMSampler(ldm, SamplerSettings(steps=2)), source_shard, tars(tmp_path / "c"),
                           AugmentSettings(**{**SETTINGS.__dict__, "batch_size": 1}))
     assert alone["synthetic_samples"] == 9
-    by_key_a = {s["__key__"]: json.loads(s["json"])["alpha"] for s in iter_samples(tar(tmp_path / "a"))}
-    by_key_c = {s["__key__"]: json.loads(s["json"])["alpha"] for s in iter_samples(tmp_path / "c.tar")}
+    by_key_a = {s["__key__"]: json.loads(s["json"])["alpha"] for s in samples_of(tars(tmp_path / "a"))}
+    by_key_c = {s["__key__"]: json.loads(s["json"])["alpha"] for s in samples_of(tars(tmp_path / "c"))}
     assert by_key_a == by_key_c  # alphas are per sample, not per batch
 
 
 def test_other_seed_other_alphas(tiny_ldm_dir, source_shard, tmp_path):
     ldm = LatentDiffusion.load(str(tiny_ldm_dir))
     sampler = EDSAMSampler(ldm, SamplerSettings(steps=2))
-    augment_shard(sampler, source_shard, tmp_path / "a.tar", SETTINGS)
-    augment_shard(sampler, source_shard, tmp_path / "b.tar", AugmentSettings(**{**SETTINGS.__dict__, "seed": 8}))
-    alphas = [[json.loads(s["json"])["alpha"] for s in iter_samples(tmp_path / n)] for n in ("a.tar", "b.tar")]
+    augment_shard(sampler, source_shard, tars(tmp_path / "a"), SETTINGS)
+    augment_shard(sampler, source_shard, tars(tmp_path / "b"), AugmentSettings(**{**SETTINGS.__dict__, "seed": 8}))
+    alphas = [[json.loads(s["json"])["alpha"] for s in samples_of(tars(tmp_path / n))] for n in ("a", "b")]
     assert alphas[0] != alphas[1]
 
 
-def test_empty_shard_gives_an_empty_valid_tar(tiny_ldm_dir, tmp_path):
+def test_a_shard_needs_one_tar_per_copy(tiny_ldm_dir, source_shard, tmp_path):
+    sampler = EDSAMSampler(LatentDiffusion.load(str(tiny_ldm_dir)), SamplerSettings(steps=2))
+    with pytest.raises(ValueError, match="00007.tar: M = 3 needs 3 synthetic tars, got 1"):
+        augment_shard(sampler, source_shard, [tmp_path / "one.tar"], SETTINGS)
+
+
+def test_empty_shard_gives_empty_valid_tars(tiny_ldm_dir, tmp_path):
     empty = tmp_path / "empty.tar"
     with wds.TarWriter(str(empty)):
         pass
     stats = run(tiny_ldm_dir, empty, tmp_path / "out")
-    assert stats["synthetic_samples"] == 0 and list(iter_samples(tar(tmp_path / "out", "empty"))) == []
+    assert stats["synthetic_samples"] == 0 and samples_of(tars(tmp_path / "out", "empty")) == []
 
 
 @pytest.mark.parametrize("sampler", [dict(transform="random"), dict(inversion="noising", strength=0.5),
@@ -112,7 +131,8 @@ def test_empty_shard_gives_an_empty_valid_tar(tiny_ldm_dir, tmp_path):
 def test_variants_run(tiny_ldm_dir, source_shard, tmp_path, sampler):
     stats = run(tiny_ldm_dir, source_shard, tmp_path / "out", **sampler)
     assert stats["synthetic_samples"] == 9
-    assert json.loads(next(iter_samples(tar(tmp_path / "out")))["json"])["transform"] == sampler.get("transform", "edsam")
+    meta = json.loads(next(iter_samples(tar(tmp_path / "out")))["json"])
+    assert meta["transform"] == sampler.get("transform", "edsam")
 
 
 def test_unet_calls_invert_once_and_sample_m_together(tiny_ldm_dir):
@@ -140,18 +160,19 @@ def test_a_subset_is_the_first_m_samples_of_the_larger_set(tiny_ldm_dir, source_
     run(tiny_ldm_dir, source_shard, tmp_path / "m3")  # SETTINGS: M = 3
     stats = subset(tmp_path / "m3", tmp_path / "m2", 2)
     assert stats["synthetic_samples"] == 6 and stats["settings"]["m"] == 2 and stats["superset"]["m"] == 3
-    big = {s["__key__"]: s for s in iter_samples(tar(tmp_path / "m3"))}
-    small = list(iter_samples(tar(tmp_path / "m2")))
-    assert [s["__key__"] for s in small] == [f"000{k}_00{j}" for k in (1, 2, 3) for j in range(2)]
+    big = {s["__key__"]: s for s in samples_of(tars(tmp_path / "m3"))}
+    small = samples_of(shard_paths(tmp_path / "m2", "00007", 2)[0])
+    assert [s["__key__"] for s in small] == [f"000{k}_00{j}" for j in range(2) for k in (1, 2, 3)]
     for sample in small:
         meta, original = json.loads(sample["json"]), json.loads(big[sample["__key__"]]["json"])
         assert sample["jpg"] == big[sample["__key__"]]["jpg"] and sample["txt"] == big[sample["__key__"]]["txt"]
         assert meta == {**original, "m": 2, "superset_m": 3}
     # the same draws an M = 2 generation makes: per-sample seeds do not depend on M
+    direct_tars = shard_paths(tmp_path / "direct", "00007", 2)[0]
     direct = augment_shard(EDSAMSampler(LatentDiffusion.load(str(tiny_ldm_dir)), SamplerSettings(steps=2)),
-                           source_shard, tmp_path / "direct.tar", AugmentSettings(**{**SETTINGS.__dict__, "m": 2}))
+                           source_shard, direct_tars, AugmentSettings(**{**SETTINGS.__dict__, "m": 2}))
     assert direct["synthetic_samples"] == 6
-    alphas = {s["__key__"]: json.loads(s["json"])["alpha"] for s in iter_samples(tmp_path / "direct.tar")}
+    alphas = {s["__key__"]: json.loads(s["json"])["alpha"] for s in samples_of(direct_tars)}
     assert alphas == {s["__key__"]: json.loads(s["json"])["alpha"] for s in small}
     subset(tmp_path / "m3", tmp_path / "again", 2)
     assert sha256_file(tar(tmp_path / "again")) == sha256_file(tar(tmp_path / "m2"))
@@ -160,9 +181,9 @@ def test_a_subset_is_the_first_m_samples_of_the_larger_set(tiny_ldm_dir, source_
 @pytest.mark.parametrize("m", [0, 3, 4])
 def test_a_subset_needs_a_smaller_m(tiny_ldm_dir, source_shard, tmp_path, m):
     run(tiny_ldm_dir, source_shard, tmp_path / "m3")
-    with pytest.raises(ValueError, match="00007.tar: a subset needs 0 < M < 3"):
+    with pytest.raises(ValueError, match="shards/00007: a subset needs 0 < M < 3"):
         subset(tmp_path / "m3", tmp_path / "x", m)
-    assert not tar(tmp_path / "x").exists()
+    assert not (tmp_path / "x" / "shards").exists()
 
 
 def test_a_subset_of_a_superset_that_disagrees_with_its_stats_fails_naming_it(tiny_ldm_dir, source_shard, tmp_path):
@@ -171,7 +192,7 @@ def test_a_subset_of_a_superset_that_disagrees_with_its_stats_fails_naming_it(ti
     group = json.loads(group_json.read_text())
     group["shards"][0]["real_samples"] = 4  # stats and shard disagree
     group_json.write_text(json.dumps(group))
-    with pytest.raises(ValueError, match="00007.tar: 6 samples with j < 2, expected 8"):
+    with pytest.raises(ValueError, match="00007_j000.tar: 3 samples, expected 4"):
         subset(tmp_path / "m3", tmp_path / "x", 2)
     assert not tar(tmp_path / "x").exists()
 
@@ -184,7 +205,7 @@ def test_a_rerun_group_keeps_finished_shards_and_redoes_the_rest(tiny_ldm_dir, s
     set_dir, sampler, sources = tmp_path / "set", SamplerSettings(steps=2), [str(source_shard), str(second)]
     group_json = set_dir / "groups" / "g.json"
     augment_group(str(tiny_ldm_dir), sources, set_dir, group_json, SETTINGS, sampler, device="cpu")
-    redone_bytes, kept_mtime = tar(set_dir, "00008").read_bytes(), tar(set_dir, "00007").stat().st_mtime_ns
+    redone_bytes, kept_mtime = [t.read_bytes() for t in tars(set_dir, "00008")], tar(set_dir, "00007").stat().st_mtime_ns
     # killed after shard 00007: 00008's stats and the group's JSON were never written
     group_json.unlink()
     (set_dir / "stats" / "00008.json").unlink()
@@ -193,18 +214,22 @@ def test_a_rerun_group_keeps_finished_shards_and_redoes_the_rest(tiny_ldm_dir, s
                         lambda sampler, source, *rest: made.append(Path(source).stem) or real(sampler, source, *rest))
     group = augment_group(str(tiny_ldm_dir), sources, set_dir, group_json, SETTINGS, sampler, device="cpu")
     assert made == ["00008"] and tar(set_dir, "00007").stat().st_mtime_ns == kept_mtime
-    assert tar(set_dir, "00008").read_bytes() == redone_bytes
+    assert [t.read_bytes() for t in tars(set_dir, "00008")] == redone_bytes
     assert [entry["shard"] for entry in group["shards"]] == ["00007", "00008"]
     monkeypatch.setattr(generate, "load_sampler", lambda *a, **k: pytest.fail("loaded the LDM with nothing to make"))
     augment_group(str(tiny_ldm_dir), sources, set_dir, group_json, SETTINGS, sampler, device="cpu")
     # other settings, or a tar that is not the one its stats describe, mean the shard is made again
     stats_path, expected = set_dir / "stats" / "00007.json", {"settings": asdict(SETTINGS), "sampler": asdict(sampler)}
-    assert groups.finished(tar(set_dir, "00007"), stats_path, expected) is not None
-    assert groups.finished(tar(set_dir, "00007"), stats_path, {**expected, "sampler": asdict(SamplerSettings())}) is None
-    with open(tar(set_dir, "00007"), "r+b") as handle:
+    assert groups.finished(tars(set_dir, "00007"), stats_path, expected) is not None
+    assert groups.finished(tars(set_dir, "00007"), stats_path, {**expected, "sampler": asdict(SamplerSettings())}) is None
+    with open(tar(set_dir, "00007", j=2), "r+b") as handle:
         handle.truncate(512)
-    assert groups.finished(tar(set_dir, "00007"), stats_path, expected) is None
-    with pytest.raises(ValueError, match="00007.tar is missing or not the size its group recorded; delete .*g.json"):
+    assert groups.finished(tars(set_dir, "00007"), stats_path, expected) is None
+    with pytest.raises(ValueError, match="00007_j002.tar is missing or not the size its group recorded; delete .*g.json"):
+        read_group(group_json)
+    # a group JSON of the one-tar-per-shard layout is named, with what to do
+    group_json.write_text(json.dumps({"set": str(set_dir), "shards": [{"shard": "00007", "tar_bytes": 1}]}))
+    with pytest.raises(ValueError, match="g.json: not a shard-group file of this version .*delete it and rerun"):
         read_group(group_json)
 
 

@@ -1,9 +1,11 @@
 """The training stage: open_clip_train on demo shards with every variant, inputs checked, resume, export."""
 
+import argparse
 import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import open_clip
 import pytest
@@ -214,17 +216,105 @@ def test_shard_urls_are_compacted_into_brace_ranges():
                                    "/e/00004.tar", "/e/x.tar"]
     big = tuple(f"/laion/{i:05d}.tar" for i in range(41000))
     assert compact_urls(big) == ["/laion/{00000..40999}.tar"]
+    copies = tuple(f"/s/{i:05d}_j{j:03d}.tar" for j in range(2) for i in range(3))  # a synthetic set's manifest order
+    assert compact_urls(copies) == ["/s/{00000..00002}_j000.tar", "/s/{00000..00002}_j001.tar"]
 
 
-def test_mixing_weights_give_the_configured_ratio():
-    real, synthetic = ShardSet(("/r/00000.tar", "/r/00001.tar"), 1000), ShardSet(("/s/00000.tar",), 10000)
-    args, per_epoch = data_arguments(real, synthetic, ratio=0.5)
-    weights = args[args.index("--train-data-upsampling-factors") + 1].split("::")
-    real_weight, synthetic_weight = float(weights[0]), float(weights[-1])
-    assert synthetic_weight * 10000 / (real_weight * 1000) == pytest.approx(0.5)
+def test_real_and_synthetic_streams_mix_per_sample_at_the_configured_ratio():
+    real, synthetic = ShardSet(("/r/00000.tar", "/r/00001.tar"), 1000), ShardSet(("/s/00000_j000.tar",), 10000)
+    args, per_epoch, mix = data_arguments(real, synthetic, ratio=0.5)
+    assert mix == {"streams": ["/r/{00000..00001}.tar", "/s/00000_j000.tar"], "weights": [1.0, 0.5]}
+    assert args == ["--train-data", "/r/{00000..00001}.tar::/s/00000_j000.tar", "--dataset-resampled"]
     assert per_epoch == 1000  # equal budget: the real-only baseline's epoch, a third of it synthetic
     assert data_arguments(real, synthetic, ratio=0.5, budget="epochs")[1] == 1500  # every real sample + its share
-    assert data_arguments(real, None, 1.0)[1] == data_arguments(real, None, 1.0, budget="epochs")[1] == 1000
+    assert data_arguments(real, None, 1.0) == (["--train-data", "/r/{00000..00001}.tar", "--dataset-resampled"], 1000, None)
+    assert data_arguments(real, None, 1.0, budget="epochs")[1] == 1000
+
+
+def _flagged_shards(root, name, shards, per_shard, value):
+    """Shards of 2-pixel images, black (real) or white (synthetic), keys numbered across the set."""
+    import io
+
+    import webdataset as wds
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (2, 2), (value,) * 3).save(buffer, format="PNG")
+    paths = []
+    for shard in range(shards):
+        paths.append(str(root / name / f"{shard:05d}.tar"))
+        (root / name).mkdir(parents=True, exist_ok=True)
+        with wds.TarWriter(paths[-1]) as sink:
+            for index in range(per_shard):
+                key = f"{value:03d}{shard:03d}{index:03d}"
+                sink.write({"__key__": key, "png": buffer.getvalue(), "txt": key})
+    return ShardSet(tuple(paths), shards * per_shard)
+
+
+def _batches(real, synthetic, workers, epochs=1, **overrides):
+    """open_clip_train's training data, as edsam.train.entry sets it up for a run: (synthetic flags, keys) per batch."""
+    import open_clip_train.data as data
+    from open_clip_train.params import parse_args
+
+    from edsam.train.entry import installed
+    from edsam.train.run import objective, openclip_arguments
+
+    run_settings = settings(batch_size=16, workers=workers, **overrides)
+    data_args, samples, mix = data_arguments(real, synthetic, run_settings.synthetic_ratio)
+    args = parse_args(openclip_arguments(run_settings, data_args, samples, Path("/unused"), "cpu", False))
+    args.world_size, args.rank, args.distributed = 1, 0, False
+    torch.manual_seed(run_settings.seed)
+    batches = []
+    with installed(objective(run_settings, None, mix)):
+        info = data.get_data(args, (lambda image: torch.tensor(image.getpixel((0, 0))[0] > 127), None),
+                             tokenizer=lambda text: [torch.tensor(int(text))])["train"]
+        for epoch in range(epochs):
+            info.set_epoch(epoch)
+            batches.append([(flags.tolist(), keys.tolist()) for flags, keys in info.dataloader])
+    return batches
+
+
+def test_every_batch_holds_real_and_synthetic_samples_at_the_ratio_and_the_same_ones_on_a_rerun(tmp_path, monkeypatch):
+    """Issue 16, item 1. Shards larger than the shuffle buffer (as at paper scale: 7,000 samples, buffer 5,000;
+    here 40 and 20): open_clip's shard weighting made batches all real or all synthetic."""
+    import open_clip_train.data as data
+
+    monkeypatch.setattr(data, "_SAMPLE_SHUFFLE_SIZE", 20)
+    monkeypatch.setattr(data, "_SAMPLE_SHUFFLE_INITIAL", 10)
+    real = _flagged_shards(tmp_path, "real", 4, 40, 0)
+    synthetic = _flagged_shards(tmp_path, "synthetic", 4, 40, 255)
+    epochs = _batches(real, synthetic, workers=0, epochs=2)
+    shares = [sum(flags) / len(flags) for flags, _ in epochs[0]]
+    assert len(shares) == 10 and all(0.1 < share < 0.9 for share in shares)  # 16 per batch, 1:1
+    assert 0.4 < sum(shares) / len(shares) < 0.6
+    assert epochs[1] != epochs[0]  # each epoch its own draws
+    assert _batches(real, synthetic, workers=0, epochs=2) == epochs  # same seed, same batches
+    ratio_3 = _batches(real, synthetic, workers=0, synthetic_ratio=3.0)[0]
+    assert 0.65 < sum(sum(flags) for flags, _ in ratio_3) / (16 * len(ratio_3)) < 0.85
+    with_workers = _batches(real, synthetic, workers=2)[0]
+    assert with_workers == _batches(real, synthetic, workers=2)[0] and with_workers != epochs[0]
+
+
+def test_the_mix_rebinds_what_the_pinned_open_clip_train_defines():
+    """edsam.train.mixing builds get_wds_dataset's training branch from open_clip_train's own stages: the
+    signatures it relies on are the pinned version's."""
+    import inspect
+
+    import open_clip_train.data as data
+
+    from edsam.train import mixing
+
+    assert list(inspect.signature(data.get_wds_dataset).parameters) == [
+        "args", "preprocess_img", "is_train", "epoch", "floor", "tokenizer"]
+    assert {"urls", "weights", "worker_seed", "deterministic", "epoch"} <= set(
+        inspect.signature(data.ResampledShards2).parameters)
+    assert all(hasattr(data, name) for name in mixing.OPEN_CLIP_NAMES)
+    before = data.get_wds_dataset
+    with mixing.installed({"streams": ["a.tar", "b.tar"], "weights": [1.0, 1.0]}):
+        assert data.get_wds_dataset is not before
+        with pytest.raises(ValueError, match="not --train-data 'c.tar'"):
+            data.get_wds_dataset(argparse.Namespace(train_data="c.tar", dataset_resampled=True), None, True)
+    assert data.get_wds_dataset is before
 
 
 def test_unknown_budget_is_refused():

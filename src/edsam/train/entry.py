@@ -16,9 +16,10 @@ them:
   ``<logs>/<name>/edsam_epochs.jsonl`` (rank 0).
 
 and, through :mod:`edsam.train.seeding`, seeds the webdataset sample shuffle
-that open_clip_train leaves seeded by the clock.
+that open_clip_train leaves seeded by the clock; through
+:mod:`edsam.train.mixing`, mixes real and synthetic shards per sample.
 
-Everything else (data pipeline, optimiser, schedule, AMP, DDP, checkpoints,
+Everything else (data pipeline stages, optimiser, schedule, AMP, DDP, checkpoints,
 ``--resume latest``) is open_clip_train's, unchanged.
 """
 
@@ -31,7 +32,7 @@ import sys
 import time
 from contextlib import contextmanager
 
-from edsam.train import seeding
+from edsam.train import mixing, seeding
 from edsam.train.objectives import AdaSettings, AdvStyleSettings, SlipSettings, VariantCLIP, VariantLoss
 
 PATCHED = ("create_model_and_transforms", "get_tokenizer", "create_loss", "train_one_epoch")
@@ -135,7 +136,7 @@ def installed(objective: dict):
     originals = {name: getattr(trainer, name) for name in PATCHED}
     handlers = list(logging.root.handlers)
     try:
-        with seeding.installed():
+        with seeding.installed(), mixing.installed(objective.get("mix")):
             yield install(objective)
     finally:
         for name, function in originals.items():

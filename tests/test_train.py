@@ -66,6 +66,8 @@ def test_variant_trains_and_loss_falls(shards, rewrite_index, tmp_path, variant)
     synthetic = variant.pop("synthetic", False)
     facts = run(shards, tmp_path, synthetic=synthetic, rewrites=str(rewrite_index), **variant)
     losses = [e["mean_loss"] for e in facts["epoch_log"]]
+    if variant.get("method") == "laclip":  # every caption has rewrites: the hit rate is recorded per epoch
+        assert [e["laclip_rewrites"]["hit_rate"] for e in facts["epoch_log"]] == [1.0, 1.0]
     assert len(losses) == 2 and all(loss == loss and loss < 1e4 for loss in losses)  # finite
     assert losses[-1] < losses[0]
     # train.budget "samples" (the default): synthetic data replaces part of the epoch, the steps are the baseline's
@@ -188,6 +190,75 @@ def test_rewrite_sampler_draws_every_variant(rewrite_index):
     drawn = {sampler(caption) for _ in range(300)}
     assert drawn == {caption, *captions.rewrite_caption(caption)} and len(drawn) == 5
     assert sampler("a caption with no rewrites") == "a caption with no rewrites"
+
+
+def test_rewrite_lookups_normalise_captions_and_count_hits_across_loader_workers(tmp_path):
+    """Issue 16, item 6: the index is keyed on raw captions, synthetic captions arrive stripped; every worker's
+    lookups reach the training process."""
+    (tmp_path / "r.csv").write_text('caption,rewrite_1\n"  a red   circle \n",a circle that is red\n')
+    captions.build_index(tmp_path / "r.csv", tmp_path / "r.sqlite")
+    sampler = captions.RewriteSampler(lambda text: text, str(tmp_path / "r.sqlite"), seed=0)
+    assert {sampler("a red circle") for _ in range(50)} == {"a red circle", "a circle that is red"}
+    sampler("an unknown caption")
+    assert sampler.take_counts() == {"lookups": 51, "hits": 50, "hit_rate": 50 / 51}
+    assert sampler.take_counts()["lookups"] == 0  # counters restart
+
+    class Captions(torch.utils.data.Dataset):
+        def __len__(self):
+            return 40
+
+        def __getitem__(self, index):
+            return sampler("a red circle" if index % 4 else "unknown")
+
+    list(torch.utils.data.DataLoader(Captions(), batch_size=5, num_workers=2))
+    assert sampler.take_counts() == {"lookups": 40, "hits": 30, "hit_rate": 0.75}
+
+
+def test_an_index_keyed_without_normalisation_is_refused(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "old.sqlite")
+    db.execute("CREATE TABLE rewrites (digest BLOB PRIMARY KEY, variants TEXT NOT NULL)")
+    db.commit()
+    db.close()
+    with pytest.raises(ValueError, match="old.sqlite: rewrite index keyed without caption normalisation"):
+        captions.RewriteSampler(lambda text: text, str(tmp_path / "old.sqlite"))
+
+
+def test_laclip_on_an_external_dataset_needs_its_rewrite_file():
+    config = {"datasets": {"cc3m": {"source": "url_list"}, "demo": {"source": "corpus"}},
+              "train": {"laclip": {"rewrites": {}, "allow_rule_rewrites": False}}}
+    with pytest.raises(captions.RewritesNotConfigured, match="train.laclip.rewrites.cc3m.*allow_rule_rewrites"):
+        captions.configured_rewrites(config, "cc3m")
+    assert captions.configured_rewrites(config, "demo") is None  # the demo corpus: the rule stands in
+    config["train"]["laclip"]["allow_rule_rewrites"] = True
+    assert captions.configured_rewrites(config, "cc3m") is None
+    config["train"]["laclip"]["rewrites"]["cc3m"] = "/data/cc3m.csv"
+    assert captions.configured_rewrites(config, "cc3m") == "/data/cc3m.csv"
+
+
+def _index_of(shard_paths, out):
+    from edsam.shards import iter_samples
+
+    texts = [s["txt"].decode() for path in shard_paths for s in iter_samples(path)]
+    captions.write_rewrites_csv(texts, out.with_suffix(".csv"))
+    captions.build_index(out.with_suffix(".csv"), out)
+    return str(out)
+
+
+def test_laclip_records_its_hit_rate_per_epoch_and_stops_below_the_minimum(shards, tmp_path):
+    real = sorted((shards / "real" / "shards").glob("*.tar"))
+    unrelated = _index_of(sorted((shards / "synthetic" / "shards").glob("*.tar")), tmp_path / "other.sqlite")
+    with pytest.raises(TrainInputError, match=r"other.sqlite: has rewrites for \d of the first 64 captions of .*00000.tar \(\d.\d% < train.laclip.min_hit_rate 90%\)"):
+        run(shards, tmp_path / "a", rewrites=unrelated, method="laclip", laclip={"min_hit_rate": 0.9})
+    partial = _index_of(real[:1], tmp_path / "first-shard.sqlite")  # the first check passes, the epoch does not
+    with pytest.raises(RuntimeError, match=r"epoch 1: the rewrite index .*first-shard.sqlite had rewrites for \d+ of "
+                                           r"\d+ captions \(\d+\.\d% < train.laclip.min_hit_rate 90%\)"):
+        run(shards, tmp_path / "b", rewrites=partial, method="laclip", laclip={"min_hit_rate": 0.9}, epochs=1)
+    from edsam.train.run import read_epochs
+
+    (record,) = read_epochs(tmp_path / "b" / "open_clip")
+    assert 0.2 < record["laclip_rewrites"]["hit_rate"] < 0.6  # one shard of three, as drawn
 
 
 def test_rewrite_rule_is_deterministic_and_varied():

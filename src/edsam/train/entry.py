@@ -10,7 +10,8 @@ them:
 
 * ``create_model_and_transforms``: wrap the model in ``VariantCLIP`` (ADA,
   AdvStyle, SLIP) and give SLIP its multi-view transform;
-* ``get_tokenizer``: LaCLIP's per-load caption draw;
+* ``get_tokenizer``: LaCLIP's per-load caption draw (its rewrite-index hit
+  rate is recorded per epoch, and the run stops below its minimum);
 * ``create_loss``: ``VariantLoss`` (extra loss terms, loss bookkeeping);
 * ``train_one_epoch``: appends each finished epoch's facts to
   ``<logs>/<name>/edsam_epochs.jsonl`` (rank 0).
@@ -77,15 +78,30 @@ def _wrap_model_factory(original, objective: dict):
     return create_model_and_transforms
 
 
-def _wrap_tokenizer_factory(original, objective: dict):
+def _wrap_tokenizer_factory(original, objective: dict, made: dict):
     from edsam.train.captions import RewriteSampler
 
     def get_tokenizer(*args, **kwargs):
         tokenizer = original(*args, **kwargs)
         index = objective.get("rewrites_index")
-        return RewriteSampler(tokenizer, index, objective.get("seed", 0)) if index else tokenizer
+        if index:
+            tokenizer = made["rewrites"] = RewriteSampler(tokenizer, index, objective.get("seed", 0))
+        return tokenizer
 
     return get_tokenizer
+
+
+class RewriteHitRateTooLow(RuntimeError):
+    """LaCLIP's captions mostly missed the rewrite index: it would train plain CLIP under LaCLIP's name."""
+
+
+def check_hit_rate(counts: dict | None, objective: dict, epoch: int) -> None:
+    """An epoch's rewrite-index counts (this rank's loaders) against train.laclip.min_hit_rate."""
+    minimum = objective.get("laclip_min_hit_rate") or 0.0
+    if counts and counts["lookups"] and counts["hit_rate"] < minimum:
+        raise RewriteHitRateTooLow(
+            f"epoch {epoch}: the rewrite index {objective['rewrites_index']} had rewrites for {counts['hits']} of "
+            f"{counts['lookups']} captions ({counts['hit_rate']:.1%} < train.laclip.min_hit_rate {minimum:.0%})")
 
 
 def _wrap_loss_factory(original, objective: dict):
@@ -97,17 +113,19 @@ def _wrap_loss_factory(original, objective: dict):
     return create_loss
 
 
-def _wrap_epoch(original):
+def _wrap_epoch(original, objective: dict, made: dict):
     def train_one_epoch(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, tb_writer=None):
         loss.reset()
         started = time.time()
         original(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, tb_writer=tb_writer)
+        hits = made["rewrites"].take_counts() if "rewrites" in made else None
         if args.rank == 0:
             record = {"epoch": epoch + 1, "steps": loss.steps, "mean_loss": loss.total / max(loss.steps, 1),
                       "last_loss": loss.last, "samples": data["train"].dataloader.num_samples,
-                      "seconds": round(time.time() - started, 3)}
+                      "seconds": round(time.time() - started, 3), **({"laclip_rewrites": hits} if hits else {})}
             with open(os.path.join(args.logs, args.name, EPOCH_LOG), "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
+        check_hit_rate(hits, objective, epoch + 1)  # after the record: the epoch log shows the rate it stopped at
 
     return train_one_epoch
 
@@ -119,10 +137,11 @@ def install(objective: dict):
     missing = [name for name in PATCHED if not hasattr(trainer, name)]
     if missing:
         raise RuntimeError(f"open_clip_train.main no longer defines {missing}: edsam.train.entry needs updating")
+    made: dict = {}  # what the factories built that the epoch wrapper reads (the rewrite sampler)
     trainer.create_model_and_transforms = _wrap_model_factory(trainer.create_model_and_transforms, objective)
-    trainer.get_tokenizer = _wrap_tokenizer_factory(trainer.get_tokenizer, objective)
+    trainer.get_tokenizer = _wrap_tokenizer_factory(trainer.get_tokenizer, objective, made)
     trainer.create_loss = _wrap_loss_factory(trainer.create_loss, objective)
-    trainer.train_one_epoch = _wrap_epoch(trainer.train_one_epoch)
+    trainer.train_one_epoch = _wrap_epoch(trainer.train_one_epoch, objective, made)
     return trainer
 
 

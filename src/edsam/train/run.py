@@ -59,6 +59,7 @@ class TrainSettings:
     ada: dict = field(default_factory=dict)
     advstyle: dict = field(default_factory=dict)
     slip: dict = field(default_factory=dict)
+    laclip: dict = field(default_factory=dict)  # min_hit_rate
     extra_args: tuple = ()
 
     def __post_init__(self):
@@ -114,6 +115,27 @@ def check_shard(path: str, expected: int) -> None:
         raise TrainInputError(f"{path}: shard is not a readable tar ({error})") from None
     if captions < expected:
         raise TrainInputError(f"{path}: shard holds {captions} captioned samples, its manifest says {expected}")
+
+
+def check_rewrite_hits(index: str, shard_sets: list, min_hit_rate: float) -> None:
+    """Fail before training when the rewrite index misses the first shards' captions (a rewrite file of
+    another dataset, or of other caption text); the per-epoch rate is checked again as training runs."""
+    from edsam.shards import iter_samples
+    from edsam.train.captions import hit_rate
+
+    if not os.path.isfile(index):
+        raise TrainInputError(f"{index}: caption rewrite index is missing")
+    for shards in filter(None, shard_sets):
+        captions = (s["txt"].decode("utf-8", errors="replace") for s in iter_samples(shards.paths[0]) if "txt" in s)
+        try:
+            counts = hit_rate(index, captions)
+        except ValueError as error:
+            raise TrainInputError(str(error)) from None
+        if counts["lookups"] and counts["hit_rate"] < min_hit_rate:
+            raise TrainInputError(
+                f"{index}: has rewrites for {counts['hits']} of the first {counts['lookups']} captions of "
+                f"{shards.paths[0]} ({counts['hit_rate']:.1%} < train.laclip.min_hit_rate {min_hit_rate:.0%}): "
+                "the rewrite file does not match this dataset's captions")
 
 
 def compact_urls(paths: tuple[str, ...]) -> list[str]:
@@ -206,6 +228,7 @@ def objective(settings: TrainSettings, rewrites_index: str | None, mix: dict | N
         "ada": settings.ada, "advstyle": settings.advstyle,
         "slip": settings.slip if settings.method == "slip" else None,
         "rewrites_index": rewrites_index if settings.method == "laclip" else None,
+        "laclip_min_hit_rate": settings.laclip.get("min_hit_rate", 0.0) if settings.method == "laclip" else None,
         "seed": settings.seed, "mix": mix,
     }
 
@@ -312,8 +335,8 @@ def train(settings: TrainSettings, real_manifest: str, synthetic_manifest: str |
     check_variant(settings)
     real = ShardSet.from_manifest(real_manifest)
     synthetic = ShardSet.from_manifest(synthetic_manifest) if synthetic_manifest else None
-    if rewrites_index and settings.method == "laclip" and not os.path.isfile(rewrites_index):
-        raise TrainInputError(f"{rewrites_index}: caption rewrite index is missing")
+    if rewrites_index and settings.method == "laclip":
+        check_rewrite_hits(rewrites_index, [real, synthetic], settings.laclip.get("min_hit_rate", 0.0))
     data_args, samples_per_epoch, mix = data_arguments(real, synthetic, settings.synthetic_ratio, settings.budget)
     logs = out_dir / "open_clip"
     inputs_digest = hashlib.sha256(b"".join(sha256_file(m).encode() for m in filter(None, [

@@ -168,10 +168,93 @@ def test_ada_and_advstyle_raise_the_batch_loss():
         assert all(p.grad is None for p in model.parameters())  # nothing leaked into the real step
 
 
+def _simclr_rank(rank, world, rendezvous, first, second, out):
+    """One of two gloo processes: its half of the batch, SLIP's loss, the gradients of its own views."""
+    import torch.distributed as dist
+
+    from edsam.train.objectives import simclr_loss
+
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    local = slice(rank * len(first) // world, (rank + 1) * len(first) // world)
+    a, b = first[local].clone().requires_grad_(True), second[local].clone().requires_grad_(True)
+    loss = simclr_loss(a, b, 0.1)
+    loss.backward()
+    torch.save({"loss": loss.detach(), "grad_a": a.grad, "grad_b": b.grad}, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def _nt_xent_rows(first, second, temperature=0.1):
+    """Reference: NT-Xent of every view of the whole batch against all 2N views (one process)."""
+    z = torch.nn.functional.normalize(torch.cat([first, second]), dim=-1)
+    logits = (z @ z.t() / temperature).fill_diagonal_(float("-inf"))
+    n = len(first)
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+    return torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+
+
+def test_slip_takes_its_simclr_negatives_from_every_rank(tmp_path):
+    """Issue 16, item 7: 2 CPU processes (gloo), 4 samples each: each rank's loss uses all 8 samples' views
+    as negatives, and a rank's embeddings get the gradient of both ranks' losses (SLIP's GatherLayer)."""
+    import torch.multiprocessing as mp
+
+    generator = torch.Generator().manual_seed(0)
+    first, second = torch.randn(8, 16, generator=generator), torch.randn(8, 16, generator=generator)
+    mp.start_processes(_simclr_rank, args=(2, tmp_path / "rendezvous", first, second, tmp_path / "out"), nprocs=2,
+                       start_method="fork")
+    ranks = [torch.load(tmp_path / f"out.{r}", weights_only=True) for r in range(2)]
+    a, b = first.clone().requires_grad_(True), second.clone().requires_grad_(True)
+    rows = _nt_xent_rows(a, b)
+    per_rank = [(rows[r * 4:(r + 1) * 4].mean() + rows[8 + r * 4:8 + (r + 1) * 4].mean()) / 2 for r in range(2)]
+    sum(per_rank).backward()
+    for r in range(2):
+        assert torch.allclose(ranks[r]["loss"], per_rank[r].detach(), atol=1e-5)
+        assert torch.allclose(ranks[r]["grad_a"], a.grad[r * 4:(r + 1) * 4], atol=1e-6)
+        assert torch.allclose(ranks[r]["grad_b"], b.grad[r * 4:(r + 1) * 4], atol=1e-6)
+    local_only = (_nt_xent_rows(first[:4], second[:4]).mean())  # what a per-GPU loss computes
+    assert not torch.allclose(local_only, per_rank[0].detach(), atol=1e-3)
+
+
+@pytest.mark.parametrize("model", [TINY_VIT, TINY_RN], ids=["vit", "modified-resnet"])
+def test_slip_head_reads_the_tower_before_clips_projection(model):
+    """Issue 16, item 7: the SimCLR head's input is the pooled feature CLIP's projection maps to the embedding."""
+    from open_clip.modified_resnet import ModifiedResNet
+
+    from edsam.train.objectives import pre_projection_dim, pre_projection_features
+
+    clip = open_clip.create_model(model).eval()
+    visual, images = clip.visual, torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        features = pre_projection_features(visual, images)
+        if isinstance(visual, ModifiedResNet):
+            seen = []
+            handle = visual.layer4.register_forward_hook(lambda module, inputs, output: seen.append(output))
+            embedding = visual(images)
+            handle.remove()
+            assert torch.allclose(features, seen[0].mean(dim=(2, 3)))  # what the attention-pool head reads
+            assert features.shape[1] == visual.attnpool.c_proj.in_features != embedding.shape[1]
+        else:
+            assert torch.allclose(features @ visual.proj, visual(images), atol=1e-5)  # projected, it is the embedding
+    assert features.shape[1] == pre_projection_dim(visual)
+    wrapped = VariantCLIP(clip, slip=SlipSettings(hidden_dim=8, embed_dim=4))
+    assert wrapped.ssl_head[0].in_features == pre_projection_dim(visual)
+
+
+def test_slip_clip_view_uses_slips_crop():
+    from torchvision import transforms
+
+    from edsam.train.views import MultiView
+
+    views = MultiView(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    crop = next(t for t in views.clip_transform.transforms if isinstance(t, transforms.RandomResizedCrop))
+    assert crop.scale == (0.5, 1.0) and crop.size == (32, 32)  # SLIP's main.py
+    from PIL import Image
+
+    assert views(Image.new("RGB", (40, 48))).shape == (3, 3, 32, 32)
+
+
 def test_variant_loss_adds_its_terms():
     model, _, _ = open_clip.create_model_and_transforms(TINY_VIT, output_dict=True)
-    wrapped = VariantCLIP(model, "advstyle", slip=SlipSettings(hidden_dim=16, embed_dim=8),
-                          embed_dim=model.visual.output_dim).train()
+    wrapped = VariantCLIP(model, "advstyle", slip=SlipSettings(hidden_dim=16, embed_dim=8)).train()
     views = torch.randn(4, 3, 3, 32, 32)
     out = wrapped(views, torch.randint(1, 1000, (4, 20)))
     losses = VariantLoss(open_clip.ClipLoss(), SlipSettings())(**out, output_dict=True)

@@ -53,6 +53,7 @@ def split_argv(argv: list[str]) -> tuple[dict, list[str]]:
 
 
 def _wrap_model_factory(original, objective: dict):
+    import torch
     from open_clip import get_model_preprocess_cfg
 
     from edsam.train.views import MultiView
@@ -65,14 +66,15 @@ def _wrap_model_factory(original, objective: dict):
         if perturbation is None and slip is None:
             return model, preprocess_train, preprocess_val
         parameter = next(model.parameters())
+        distributed_gpus = torch.distributed.is_initialized() and parameter.device.type == "cuda"
         wrapped = VariantCLIP(model, perturbation, AdaSettings(**objective.get("ada", {})),
                               AdvStyleSettings(**objective.get("advstyle", {})), slip,
-                              embed_dim=model.visual.output_dim)
+                              sync_batchnorm=distributed_gpus and torch.distributed.get_world_size() > 1)
         wrapped.to(device=parameter.device, dtype=parameter.dtype)
         if slip is not None:
             cfg = get_model_preprocess_cfg(model)
             size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
-            preprocess_train = MultiView(preprocess_train, size, cfg["mean"], cfg["std"])
+            preprocess_train = MultiView(size, cfg["mean"], cfg["std"])
         return wrapped, preprocess_train, preprocess_val
 
     return create_model_and_transforms

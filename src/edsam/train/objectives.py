@@ -13,8 +13,11 @@ installs both into open_clip_train.
 * AdvStyle (Zhong et al. 2022): one gradient-ascent step on each image's
   per-channel mean and std against the contrastive loss; train on clean and
   restyled images.
-* SLIP (Mu et al. 2022): SimCLR loss (temperature 0.1) between two augmented
-  views through a 3-layer MLP head, added to the CLIP loss with weight 1.
+* SLIP (Mu et al. 2022), as its code does: SimCLR loss (temperature 0.1)
+  between two augmented views, their embeddings gathered across ranks as
+  negatives (:func:`gather_with_grad`); a 3-layer MLP head on the image
+  encoder's pooled features before CLIP's projection
+  (:func:`pre_projection_features`); added to the CLIP loss with weight 1.
 
 Inner gradient ascent uses ``torch.autograd.grad`` with respect to the images
 only, so no gradient leaks into the model's ``.grad`` before the real step.
@@ -25,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from open_clip import ClipLoss
 from torch import nn
@@ -83,23 +87,96 @@ def advstyle_images(clip, images, text_features, logit_scale, settings: AdvStyle
     return (content * (std + settings.lr * grad_std) + mean + settings.lr * grad_mean).detach()
 
 
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class _GatherLayer(torch.autograd.Function):
+    """all_gather whose backward sums every rank's gradient for each part and returns this rank's own.
+
+    SLIP's ``utils.GatherLayer``: the loss on each rank uses every rank's
+    embeddings as negatives, so a rank's embeddings get gradient from all the
+    ranks' losses. (``torch.distributed.nn.all_gather`` does the same with
+    reduce-scatter or all-to-all, which gloo lacks; this needs only all_reduce.)
+    """
+
+    @staticmethod
+    def forward(ctx, tensor):
+        gathered = [torch.zeros_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(gathered, tensor.contiguous())
+        return tuple(gathered)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        stacked = torch.stack(grads)
+        dist.all_reduce(stacked)
+        return stacked[dist.get_rank()]
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``tensor`` concatenated in rank order (this process's alone when not distributed)."""
+    return torch.cat(_GatherLayer.apply(tensor)) if _distributed() else tensor
+
+
 def simclr_loss(first: torch.Tensor, second: torch.Tensor, temperature: float) -> torch.Tensor:
-    """NT-Xent between two views' embeddings (SimCLR), on this process's samples."""
-    embeddings = F.normalize(torch.cat([first, second]), dim=-1)
-    logits = embeddings @ embeddings.t() / temperature
-    logits.fill_diagonal_(float("-inf"))
-    n = len(first)
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(first.device)
-    return F.cross_entropy(logits, targets)
+    """SLIP's SIMCLRLoss: NT-Xent of this rank's views against both views of every rank's batch.
+
+    For view a of sample i the positive is view b of i; the negatives are both
+    views of every other sample of the global batch (its own view a masked).
+    """
+    q_a, q_b = F.normalize(first, dim=-1), F.normalize(second, dim=-1)
+    k_a, k_b = gather_with_grad(q_a), gather_with_grad(q_b)
+    rank = dist.get_rank() if _distributed() else 0
+    labels = len(q_a) * rank + torch.arange(len(q_a), device=q_a.device)
+    self_mask = F.one_hot(labels, len(k_a)).to(q_a.dtype) * 1e9
+    logits_aa, logits_bb = q_a @ k_a.t() / temperature - self_mask, q_b @ k_b.t() / temperature - self_mask
+    logits_ab, logits_ba = q_a @ k_b.t() / temperature, q_b @ k_a.t() / temperature
+    loss_a = F.cross_entropy(torch.cat([logits_ab, logits_aa], dim=1), labels)
+    loss_b = F.cross_entropy(torch.cat([logits_ba, logits_bb], dim=1), labels)
+    return (loss_a + loss_b) / 2
 
 
-def slip_head(in_dim: int, settings: SlipSettings) -> nn.Module:
-    """SLIP's 3-layer MLP projection head."""
+def slip_head(in_dim: int, settings: SlipSettings, sync_batchnorm: bool = False) -> nn.Module:
+    """SLIP's 3-layer MLP projection head (SyncBatchNorm across GPUs, as SLIP; per process on CPU, where
+    torch cannot sync batch statistics)."""
+    norm = nn.SyncBatchNorm if sync_batchnorm else nn.BatchNorm1d
     return nn.Sequential(
-        nn.Linear(in_dim, settings.hidden_dim), nn.BatchNorm1d(settings.hidden_dim), nn.ReLU(inplace=True),
-        nn.Linear(settings.hidden_dim, settings.hidden_dim), nn.BatchNorm1d(settings.hidden_dim),
+        nn.Linear(in_dim, settings.hidden_dim), norm(settings.hidden_dim), nn.ReLU(inplace=True),
+        nn.Linear(settings.hidden_dim, settings.hidden_dim), norm(settings.hidden_dim),
         nn.ReLU(inplace=True), nn.Linear(settings.hidden_dim, settings.embed_dim),
     )
+
+
+def pre_projection_features(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The image tower's pooled features before CLIP's projection (SLIP's SimCLR head input).
+
+    ViT: open_clip's own stages (patch embedding and dropout, transformer,
+    pooling with its final LayerNorm), without ``@ proj``, i.e. SLIP's
+    ``num_classes=0`` timm ViT. ModifiedResNet: the last stage's feature map
+    averaged, the representation CLIP's attention-pooling head (itself the
+    projection to the embedding) reads. Other towers are refused.
+    """
+    from open_clip.modified_resnet import ModifiedResNet
+    from open_clip.transformer import VisionTransformer
+
+    if isinstance(visual, VisionTransformer):
+        pooled, _ = visual._pool(visual.transformer(visual._embeds(images)))
+        return pooled
+    if isinstance(visual, ModifiedResNet):
+        x = visual.stem(images)
+        for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
+            x = layer(x)
+        return x.mean(dim=(2, 3))
+    raise ValueError(f"SLIP needs an open_clip ViT or ModifiedResNet image tower, not {type(visual).__name__}")
+
+
+def pre_projection_dim(visual: nn.Module) -> int:
+    """Width of :func:`pre_projection_features`."""
+    from open_clip.modified_resnet import ModifiedResNet
+
+    if isinstance(visual, ModifiedResNet):
+        return visual.attnpool.c_proj.in_features
+    return visual.proj.shape[0] if getattr(visual, "proj", None) is not None else visual.output_dim
 
 
 class VariantCLIP(nn.Module):
@@ -113,14 +190,16 @@ class VariantCLIP(nn.Module):
 
     def __init__(self, clip: nn.Module, perturbation: str | None = None, ada: AdaSettings = AdaSettings(),
                  advstyle: AdvStyleSettings = AdvStyleSettings(), slip: SlipSettings | None = None,
-                 embed_dim: int | None = None):
+                 sync_batchnorm: bool = False):
         super().__init__()
         if perturbation not in (None, "ada", "advstyle"):
             raise ValueError(f"unknown perturbation {perturbation!r}")
         self.clip = clip
         self.perturbation = perturbation
         self.ada, self.advstyle, self.slip = ada, advstyle, slip
-        self.ssl_head = slip_head(embed_dim, slip) if slip is not None else None
+        self.ssl_head = None
+        if slip is not None:
+            self.ssl_head = slip_head(pre_projection_dim(clip.visual), slip, sync_batchnorm)
 
     def __getattr__(self, name):
         try:
@@ -145,8 +224,8 @@ class VariantCLIP(nn.Module):
         if self.ssl_head is not None:
             if views is None:
                 raise ValueError("SLIP needs two augmented views per image; the data transform did not make them")
-            out["ssl_first"] = self.ssl_head(self.clip.encode_image(views[:, 0]))
-            out["ssl_second"] = self.ssl_head(self.clip.encode_image(views[:, 1]))
+            out["ssl_first"] = self.ssl_head(pre_projection_features(self.clip.visual, views[:, 0]))
+            out["ssl_second"] = self.ssl_head(pre_projection_features(self.clip.visual, views[:, 1]))
         return out
 
 

@@ -213,10 +213,14 @@ def model_config(model: str) -> dict:
 
 
 def check_variant(settings: TrainSettings) -> None:
-    """Masking drops ViT patches; open_clip would silently ignore it on a ResNet tower."""
+    """Masking drops ViT patches (open_clip would silently ignore it on a ResNet tower); SLIP's SimCLR head
+    reads an open_clip ViT's or ModifiedResNet's features before CLIP's projection (not a timm tower's)."""
     vision = model_config(settings.model).get("vision_cfg", {})
     if settings.regulariser == "masking" and "patch_size" not in vision and "timm_model_name" not in vision:
         raise TrainInputError(f"masking (patch dropout) needs a ViT image tower; {settings.model} has none")
+    if settings.method == "slip" and vision.get("timm_model_name"):
+        raise TrainInputError(f"SLIP needs an open_clip ViT or ModifiedResNet image tower; {settings.model} has "
+                              f"timm's {vision['timm_model_name']}")
 
 
 def objective(settings: TrainSettings, rewrites_index: str | None, mix: dict | None = None) -> dict:

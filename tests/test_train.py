@@ -68,6 +68,8 @@ def test_variant_trains_and_loss_falls(shards, rewrite_index, tmp_path, variant)
     losses = [e["mean_loss"] for e in facts["epoch_log"]]
     if variant.get("method") == "laclip":  # every caption has rewrites: the hit rate is recorded per epoch
         assert [e["laclip_rewrites"]["hit_rate"] for e in facts["epoch_log"]] == [1.0, 1.0]
+    if variant.get("regulariser") in ("ada", "advstyle"):  # each epoch records its mean perturbation norm
+        assert all(e["perturbation"]["mean_l2"] > 0 and e["perturbation"]["samples"] > 0 for e in facts["epoch_log"])
     assert len(losses) == 2 and all(loss == loss and loss < 1e4 for loss in losses)  # finite
     assert losses[-1] < losses[0]
     # train.budget "samples" (the default): synthetic data replaces part of the epoch, the steps are the baseline's
@@ -166,6 +168,37 @@ def test_ada_and_advstyle_raise_the_batch_loss():
             harder = contrastive_loss(model.encode_image(hard), out["text_features"], out["logit_scale"])
         assert harder > clean + 0.01, perturb.__name__
         assert all(p.grad is None for p in model.parameters())  # nothing leaked into the real step
+
+
+def test_ada_and_advstyle_perturb_each_image_as_strongly_in_a_doubled_batch():
+    """Issue 16, item 8: the ascent follows each image's own loss, so a batch of the same 4 pairs twice
+    perturbs every image exactly as the batch of 4 does (the batch-mean gradient gave half of it)."""
+    torch.manual_seed(0)
+    model, _, _ = open_clip.create_model_and_transforms(TINY_VIT, output_dict=True)
+    model.eval()
+    images, texts = torch.randn(4, 3, 32, 32), torch.randint(1, 1000, (4, 20))
+    with torch.no_grad():
+        out = model(images, texts)
+    for perturb, config in ((ada_images, AdaSettings(steps=2, lr=5.0, gamma=1.0)),
+                            (advstyle_images, AdvStyleSettings(lr=5.0)),
+                            (advstyle_images, AdvStyleSettings(lr=0.05, step="sign"))):
+        single = perturb(model, images, out["text_features"], out["logit_scale"], config) - images
+        doubled = perturb(model, images.repeat(2, 1, 1, 1), out["text_features"].repeat(2, 1), out["logit_scale"],
+                          config) - images.repeat(2, 1, 1, 1)
+        assert single.abs().max() > 1e-3, perturb.__name__  # it moves
+        assert torch.allclose(doubled[:4], single, atol=1e-5) and torch.allclose(doubled[4:], single, atol=1e-5)
+
+
+def test_the_mean_perturbation_norm_is_kept_per_epoch():
+    model, _, _ = open_clip.create_model_and_transforms(TINY_VIT, output_dict=True)
+    wrapped = VariantCLIP(model, "advstyle", advstyle=AdvStyleSettings(lr=5.0)).train()
+    assert wrapped.take_perturbation_stats() is None
+    for _ in range(2):
+        wrapped(torch.randn(3, 3, 32, 32), torch.randint(1, 1000, (3, 20)))
+    stats = wrapped.take_perturbation_stats()
+    assert stats["samples"] == 6 and stats["mean_l2"] > 0 and stats["mean_rms"] == pytest.approx(
+        stats["mean_l2"] / (3 * 32 * 32) ** 0.5, rel=0.5)
+    assert wrapped.take_perturbation_stats() is None  # counted per epoch
 
 
 def _simclr_rank(rank, world, rendezvous, first, second, out):

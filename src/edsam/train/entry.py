@@ -14,7 +14,8 @@ them:
   rate is recorded per epoch, and the run stops below its minimum);
 * ``create_loss``: ``VariantLoss`` (extra loss terms, loss bookkeeping);
 * ``train_one_epoch``: appends each finished epoch's facts to
-  ``<logs>/<name>/edsam_epochs.jsonl`` (rank 0).
+  ``<logs>/<name>/edsam_epochs.jsonl`` (rank 0): loss, steps, samples, and
+  ADA's / AdvStyle's mean perturbation norm and LaCLIP's rewrite hit rate.
 
 and, through :mod:`edsam.train.seeding`, seeds the webdataset sample shuffle
 that open_clip_train leaves seeded by the clock; through
@@ -121,10 +122,13 @@ def _wrap_epoch(original, objective: dict, made: dict):
         started = time.time()
         original(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, tb_writer=tb_writer)
         hits = made["rewrites"].take_counts() if "rewrites" in made else None
+        variant = getattr(model, "module", model)  # DDP wraps the VariantCLIP
+        perturbation = variant.take_perturbation_stats() if isinstance(variant, VariantCLIP) else None
         if args.rank == 0:
             record = {"epoch": epoch + 1, "steps": loss.steps, "mean_loss": loss.total / max(loss.steps, 1),
                       "last_loss": loss.last, "samples": data["train"].dataloader.num_samples,
-                      "seconds": round(time.time() - started, 3), **({"laclip_rewrites": hits} if hits else {})}
+                      "seconds": round(time.time() - started, 3), **({"laclip_rewrites": hits} if hits else {}),
+                      **({"perturbation": perturbation} if perturbation else {})}
             with open(os.path.join(args.logs, args.name, EPOCH_LOG), "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
         check_hit_rate(hits, objective, epoch + 1)  # after the record: the epoch log shows the rate it stopped at

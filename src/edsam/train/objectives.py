@@ -6,13 +6,23 @@ open_clip model and returns extra features in ``model_out``, and
 :class:`VariantLoss` turns them into extra loss terms. ``edsam.train.entry``
 installs both into open_clip_train.
 
-* ADA (Volpi et al. 2018), adapted to CLIP [choice]: gradient ascent on the
-  image, maximising the batch's contrastive loss minus ``gamma`` times the
-  squared distance to the clean image features; the adversarial copy is
+* ADA (Volpi et al. 2018, Algorithm 1), adapted to CLIP [choice]: ``steps``
+  gradient-ascent steps of size ``lr`` on each image, along the gradient of
+  that image's own loss (:func:`per_sample_losses`) minus ``gamma`` times the
+  squared distance of its features to the clean ones; the adversarial copy is
   trained on with the same captions. Online per batch, not in rounds.
-* AdvStyle (Zhong et al. 2022): one gradient-ascent step on each image's
-  per-channel mean and std against the contrastive loss; train on clean and
-  restyled images.
+* AdvStyle (Zhong et al. 2022): one ascent step of size ``lr`` on each image's
+  per-channel mean and std (its style, the learnable parameter of their
+  Eq. for mu+ and sigma+) along the gradient of that image's own loss, or its
+  sign (``step: sign``); train on clean and restyled images.
+
+Both papers step each sample along the gradient of its own loss. The gradient
+of a batch-mean loss is that divided by the batch size, which made the old
+perturbations 1/B as strong (vanishing at 256 per GPU); here the per-sample
+losses are summed, so strength does not depend on the batch (tested: a
+doubled batch perturbs each image exactly as before). Each variant keeps the
+mean L2 norm of its perturbations, which ``edsam.train.entry`` records per
+epoch in ``train.json``.
 * SLIP (Mu et al. 2022), as its code does: SimCLR loss (temperature 0.1)
   between two augmented views, their embeddings gathered across ranks as
   negatives (:func:`gather_with_grad`); a 3-layer MLP head on the image
@@ -44,6 +54,11 @@ class AdaSettings:
 @dataclass(frozen=True)
 class AdvStyleSettings:
     lr: float = 1.0
+    step: str = "gradient"  # gradient | sign
+
+    def __post_init__(self):
+        if self.step not in ("gradient", "sign"):
+            raise ValueError(f"advstyle step {self.step!r} is not 'gradient' or 'sign'")
 
 
 @dataclass(frozen=True)
@@ -59,8 +74,22 @@ def contrastive_loss(image_features, text_features, logit_scale) -> torch.Tensor
     return ClipLoss()(F.normalize(image_features, dim=-1), F.normalize(text_features, dim=-1), logit_scale)
 
 
+def per_sample_losses(image_features, text_features, logit_scale) -> torch.Tensor:
+    """Each image's own CLIP loss: cross-entropy of picking its caption among the batch's (row i of the
+    image-to-text half of CLIP's loss).
+
+    With the captions held fixed it depends on image i alone, so the gradient
+    of the sum over the batch is, for each image, the gradient of its own loss:
+    the per-sample ascent ADA and AdvStyle prescribe (a classifier's loss of
+    one sample, here the image classified among the captions). The text-to-image
+    half mixes every image into every text's softmax and is left out.
+    """
+    logits = logit_scale * F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).t()
+    return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device), reduction="none")
+
+
 def ada_images(clip, images, text_features, logit_scale, settings: AdaSettings) -> torch.Tensor:
-    """Images moved up the contrastive loss, held near the clean features (ADA's inner maximisation)."""
+    """Images moved up their own loss, held near their clean features (ADA's inner maximisation)."""
     text_features, logit_scale = text_features.detach(), logit_scale.detach()
     with torch.no_grad():
         clean = F.normalize(clip.encode_image(images), dim=-1)
@@ -68,22 +97,24 @@ def ada_images(clip, images, text_features, logit_scale, settings: AdaSettings) 
     for _ in range(settings.steps):
         adversarial.requires_grad_(True)
         features = F.normalize(clip.encode_image(adversarial), dim=-1)
-        objective = contrastive_loss(features, text_features, logit_scale)
-        objective = objective - settings.gamma * (features - clean).pow(2).sum(dim=-1).mean()
-        (grad,) = torch.autograd.grad(objective, adversarial)
+        objective = per_sample_losses(features, text_features, logit_scale)
+        objective = objective - settings.gamma * (features - clean).pow(2).sum(dim=-1)
+        (grad,) = torch.autograd.grad(objective.sum(), adversarial)
         adversarial = (adversarial + settings.lr * grad).detach()
     return adversarial
 
 
 def advstyle_images(clip, images, text_features, logit_scale, settings: AdvStyleSettings) -> torch.Tensor:
-    """Images re-styled by one ascent step on their per-channel mean and std (AdvStyle)."""
+    """Images re-styled by one ascent step on their per-channel mean and std against their own loss (AdvStyle)."""
     mean = images.mean(dim=(2, 3), keepdim=True).detach()
     std = images.std(dim=(2, 3), keepdim=True).detach() + 1e-5
     content = ((images - mean) / std).detach()
     style_mean, style_std = mean.clone().requires_grad_(True), std.clone().requires_grad_(True)
     features = clip.encode_image(content * style_std + style_mean)
-    objective = contrastive_loss(features, text_features.detach(), logit_scale.detach())
+    objective = per_sample_losses(features, text_features.detach(), logit_scale.detach()).sum()
     grad_mean, grad_std = torch.autograd.grad(objective, (style_mean, style_std))
+    if settings.step == "sign":
+        grad_mean, grad_std = grad_mean.sign(), grad_std.sign()
     return (content * (std + settings.lr * grad_std) + mean + settings.lr * grad_mean).detach()
 
 
@@ -197,6 +228,7 @@ class VariantCLIP(nn.Module):
         self.clip = clip
         self.perturbation = perturbation
         self.ada, self.advstyle, self.slip = ada, advstyle, slip
+        self.reset_perturbation_stats()
         self.ssl_head = None
         if slip is not None:
             self.ssl_head = slip_head(pre_projection_dim(clip.visual), slip, sync_batchnorm)
@@ -209,6 +241,23 @@ class VariantCLIP(nn.Module):
                 raise
             return getattr(self.clip, name)
 
+    def reset_perturbation_stats(self):
+        self._perturbation = {"l2_sum": 0.0, "rms_sum": 0.0, "samples": 0}
+
+    def _record_perturbation(self, delta: torch.Tensor):
+        flat = delta.detach().float().flatten(1)
+        self._perturbation["l2_sum"] += float(flat.norm(dim=1).sum())
+        self._perturbation["rms_sum"] += float(flat.pow(2).mean(dim=1).sqrt().sum())
+        self._perturbation["samples"] += len(flat)
+
+    def take_perturbation_stats(self) -> dict | None:
+        """Mean L2 norm (and per-element RMS) of the perturbations since the last call; None without any."""
+        stats, n = self._perturbation, self._perturbation["samples"]
+        self.reset_perturbation_stats()
+        if not n:
+            return None
+        return {"mean_l2": stats["l2_sum"] / n, "mean_rms": stats["rms_sum"] / n, "samples": n}
+
     def forward(self, images, texts=None):
         views = None
         if images.ndim == 5:
@@ -220,6 +269,7 @@ class VariantCLIP(nn.Module):
             make = ada_images if self.perturbation == "ada" else advstyle_images
             settings = self.ada if self.perturbation == "ada" else self.advstyle
             hard = make(self.clip, images, out["text_features"], out["logit_scale"], settings)
+            self._record_perturbation(hard - images.detach())
             out["perturbed_image_features"] = self.clip.encode_image(hard, normalize=True)
         if self.ssl_head is not None:
             if views is None:

@@ -86,6 +86,7 @@ def test_each_copy_of_an_image_goes_to_its_own_shard_with_provenance(tiny_ldm_di
         assert abs(meta["alpha"]) <= 0.5
         assert {"seed", "model_id", "steps", "rho", "transform", "j", "source_shard"} <= set(meta)
         assert meta["model_id"] == "tiny-test" and meta["source_shard"] == "00007.tar"
+        assert meta["inversion_guidance_scale"] == 1.0 and meta["sampling_guidance_scale"] == 1.0
         assert Image.open(io.BytesIO(sample["jpg"])).size == (32, 32)
     assert json.loads((tmp_path / "out" / "stats" / "00007.json").read_text())["synthetic_samples"] == 9
 
@@ -133,6 +134,8 @@ def test_variants_run(tiny_ldm_dir, source_shard, tmp_path, sampler):
     assert stats["synthetic_samples"] == 9
     meta = json.loads(next(iter_samples(tar(tmp_path / "out")))["json"])
     assert meta["transform"] == sampler.get("transform", "edsam")
+    # inversion is never guided; sampling is, with guidance_scale: each sample says both (issue 16, item 10)
+    assert (meta["inversion_guidance_scale"], meta["sampling_guidance_scale"]) == (1.0, sampler.get("guidance_scale", 1.0))
 
 
 def test_unet_calls_invert_once_and_sample_m_together(tiny_ldm_dir):
@@ -248,3 +251,18 @@ def test_set_bookkeeping_commands_do_not_import_the_model_libraries(tiny_ldm_dir
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[]"
     assert json.loads((tmp_path / "manifest.json").read_text())["synthetic_samples"] == 3
+
+
+def test_fidelity_reports_guidance_1_beside_the_configured_guidance(tiny_ldm_dir, tmp_path):
+    """Issue 16, item 10: inversion is unguided, sampling guided; the report judges both settings, same noise."""
+    from edsam.ldm.fidelity import evaluate_fidelity
+
+    ldm = LatentDiffusion.load(str(tiny_ldm_dir))
+    corpus = {"image_size": 32, "source_domain": "photo", "seed": 0}
+    fidelity = {"judge_per_class": 2, "judge_epochs": 1, "samples_per_class": 1, "rhos": [0.5]}
+    guided = evaluate_fidelity(ldm, corpus, fidelity, SamplerSettings(steps=2, guidance_scale=3.0), 0, tmp_path / "g.png")
+    assert guided["guidance"] == {"sampling": 3.0, "inversion": 1.0} and set(guided["by_guidance"]) == {"3.0", "1.0"}
+    assert {k: guided[k] for k in ("generated", "resampled_alpha0", "edsam")} == guided["by_guidance"]["3.0"]
+    assert set(guided["by_guidance"]["1.0"]["edsam"]) == {"0.5"} and (tmp_path / "g.png").stat().st_size > 0
+    plain = evaluate_fidelity(ldm, corpus, fidelity, SamplerSettings(steps=2), 0, tmp_path / "p.png")
+    assert set(plain["by_guidance"]) == {"1.0"} and plain["by_guidance"]["1.0"] == guided["by_guidance"]["1.0"]

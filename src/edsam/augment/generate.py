@@ -102,10 +102,15 @@ def generate_batch(sampler: EDSAMSampler, batch, settings: AugmentSettings):
 
 
 def sample_provenance(sampler: EDSAMSampler, settings: AugmentSettings, source_tar) -> dict:
-    """What every synthetic sample of a shard records besides its own source key, j, alpha and seed."""
+    """What every synthetic sample of a shard records besides its own source key, j, alpha and seed.
+
+    Inversion is never guided (spec section 2: DDIM inversion conditioned on the caption); sampling back
+    uses ``guidance_scale``. Both are written out, so a sample made with guidance says so by itself.
+    """
     return {"model_id": settings.model_id, "steps": sampler.settings.steps, "rho": settings.rho, "m": settings.m,
             "transform": sampler.settings.transform, "inversion": sampler.settings.inversion,
-            "guidance_scale": sampler.settings.guidance_scale, "source_shard": Path(source_tar).name}
+            "guidance_scale": sampler.settings.guidance_scale, "inversion_guidance_scale": 1.0,
+            "sampling_guidance_scale": sampler.settings.guidance_scale, "source_shard": Path(source_tar).name}
 
 
 def augment_shard(sampler: EDSAMSampler, source_tar, out_tars: list, settings: AugmentSettings,

@@ -153,13 +153,18 @@ def test_laclip_without_an_index_is_refused(shards, tmp_path):
 
 
 # ------------------------------------------------------------------ the pieces
-def test_ada_and_advstyle_raise_the_batch_loss():
+def _clip_batch(size):
+    """The tiny ViT (eval mode, seed 0), a random batch of ``size`` pairs and the model's outputs on it."""
     torch.manual_seed(0)
     model, _, _ = open_clip.create_model_and_transforms(TINY_VIT, output_dict=True)
     model.eval()
-    images, texts = torch.randn(8, 3, 32, 32), torch.randint(1, 1000, (8, 20))
+    images, texts = torch.randn(size, 3, 32, 32), torch.randint(1, 1000, (size, 20))
     with torch.no_grad():
-        out = model(images, texts)
+        return model, images, model(images, texts)
+
+
+def test_ada_and_advstyle_raise_the_batch_loss():
+    model, images, out = _clip_batch(8)
     clean = contrastive_loss(out["image_features"], out["text_features"], out["logit_scale"])
     for perturb, config in ((ada_images, AdaSettings(steps=3, lr=20.0, gamma=0.0)),
                             (advstyle_images, AdvStyleSettings(lr=20.0))):
@@ -173,12 +178,7 @@ def test_ada_and_advstyle_raise_the_batch_loss():
 def test_ada_and_advstyle_perturb_each_image_as_strongly_in_a_doubled_batch():
     """Issue 16, item 8: the ascent follows each image's own loss, so a batch of the same 4 pairs twice
     perturbs every image exactly as the batch of 4 does (the batch-mean gradient gave half of it)."""
-    torch.manual_seed(0)
-    model, _, _ = open_clip.create_model_and_transforms(TINY_VIT, output_dict=True)
-    model.eval()
-    images, texts = torch.randn(4, 3, 32, 32), torch.randint(1, 1000, (4, 20))
-    with torch.no_grad():
-        out = model(images, texts)
+    model, images, out = _clip_batch(4)
     for perturb, config in ((ada_images, AdaSettings(steps=2, lr=5.0, gamma=1.0)),
                             (advstyle_images, AdvStyleSettings(lr=5.0)),
                             (advstyle_images, AdvStyleSettings(lr=0.05, step="sign"))):

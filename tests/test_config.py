@@ -86,6 +86,15 @@ def test_every_leaf_key_has_type_and_default():
         (lambda c: c["domainbed"].update(templates=["a photo of a dog"]), "domainbed.templates.0", "does not match"),
         (lambda c: c["domainbed"]["vl2v"].update(variants=["kd"]), "domainbed.vl2v.variants.0", "'adip', 'sd'"),
         (lambda c: c["domainbed"].update(teachers={}), "domainbed.teachers", "no teacher to evaluate"),
+        (lambda c: c["domainbed"]["vl2v"].update(teacher_targets="noisy"), "domainbed.vl2v.teacher_targets",
+         "['augmented', 'clean']"),
+        (lambda c: c["train"].update(advstyle={"step": "adam"}), "train.advstyle.step", "['gradient', 'sign']"),
+        (lambda c: c["evaluate"]["probe"].update(protocol="sgd"), "evaluate.probe.protocol", "['clip', 'clip_benchmark']"),
+        (lambda c: c["evaluate"]["probe"].update(c_min=10.0, c_max=1.0), "evaluate.probe.c_min", "not below c_max"),
+        (lambda c: c["evaluate"]["probe"].update(val_fraction=1), "evaluate.probe.val_fraction", "'exclusiveMaximum': 1"),
+        (lambda c: c["train"]["laclip"].update(min_hit_rate=1.5), "train.laclip.min_hit_rate", "'maximum': 1"),
+        (lambda c: c["train"]["laclip"].update(allow_rule_rewrites="yes"), "train.laclip.allow_rule_rewrites",
+         "'type': 'boolean'"),
     ],
 )
 def test_invalid_values_name_the_key_and_what_is_allowed(mutate, key, allowed):

@@ -192,12 +192,75 @@ def test_both_stages_lower_the_loss_and_selection_is_by_training_domain_validati
         assert len(losses) == 3 and losses[-1] < losses[0], (stage, losses)
     best = max(result["history"], key=lambda h: h["val_acc"])
     assert result["selected"]["val_acc"] == best["val_acc"] and result["test_acc"] == result["selected"]["test_acc"]
+    assert all(h["val_acc"] == pytest.approx(np.mean(list(h["val_acc_per_domain"].values()))) for h in result["history"])
     assert result["training_domains"] == ["photo", "cartoon"] and json.loads((tmp_path / "r.json").read_text())
     from safetensors.torch import load_file
 
     assert any(k.startswith("projection.") for k in load_file(tmp_path / "w.safetensors"))
     again = run_vl2v(dataset, split, tensors, facts, settings, tmp_path / "r2.json", tmp_path / "w2.safetensors")
     assert again["history"] == result["history"]  # same seed, same numbers
+
+
+def test_the_teacher_embeds_the_augmented_view_the_student_sees(features, root, tmp_path, monkeypatch):
+    """Issue 16, item 9: teacher_targets augmented (default) queries the frozen teacher every step on the
+    student's augmented batch; clean reads the precomputed embeddings of the clean images."""
+    import edsam.domainbed.vl2v as vl2v
+
+    dataset = load_domainbed(root, DOMAINS)
+    tensors, facts = load_features(features, dataset)
+    calls, real = [], vl2v.frozen_teacher
+
+    def spying(teacher_dir, device):
+        embed, preprocess = real(teacher_dir, device)
+        return (lambda images: calls.append(images.shape) or embed(images)), preprocess
+
+    monkeypatch.setattr(vl2v, "frozen_teacher", spying)
+    settings = VL2VSettings(student="test_resnet", image_size=24, align_steps=2, distill_steps=3, batch_per_domain=4,
+                            eval_every=10, workers=0)
+    split = leave_one_out(dataset, "sketch", 0.2, 0)
+    result = run_vl2v(dataset, split, tensors, facts, settings, tmp_path / "a.json", tmp_path / "a.safetensors")
+    assert result["teacher_targets"] == "augmented" and len(calls) == 5
+    assert all(shape == (8, 3, 32, 32) for shape in calls)  # 2 training domains x 4, at the teacher's own size
+    calls.clear()
+    clean = VL2VSettings(**{**settings.__dict__, "teacher_targets": "clean"})
+    assert run_vl2v(dataset, split, tensors, facts, clean, tmp_path / "b.json", tmp_path / "b.safetensors")[
+        "teacher_targets"] == "clean" and calls == []
+    with pytest.raises(ValueError, match="teacher_targets 'noisy'"):
+        VL2VSettings(teacher_targets="noisy")
+
+
+def test_one_augmentation_makes_both_views():
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from edsam.domainbed.vl2v import SameView, augmentation, to_tensor
+
+    image = Image.new("RGB", (40, 40), (0, 0, 0))
+    image.paste((255, 255, 255), (0, 0, 20, 40))  # left half white: a flip moves it
+    plain = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+    view = SameView(augmentation(16, train=True), to_tensor(plain),
+                    T.Compose([T.Resize(32), T.ToTensor()]))  # a teacher at another size and normalisation
+    for seed in range(8):
+        torch.manual_seed(seed)
+        student, teacher = view(image)
+        resized = torch.nn.functional.interpolate(teacher[None], size=16, mode="bilinear", antialias=True)[0]
+        assert (student - resized).abs().mean() < 0.06  # the same crop, flip and colours
+
+
+def test_selection_is_the_mean_of_per_domain_validation_accuracies():
+    """DomainBed's training-domain validation averages the domains: 9 of 9 batches right in one, 0 of 1 in the
+    other is 0.5 (pooled it would be 0.9)."""
+    from edsam.domainbed.vl2v import validation_accuracy
+
+    class OneHot(torch.nn.Module):
+        def forward(self, images):
+            return torch.nn.functional.one_hot(images[:, 0].long(), 2).float()
+
+    text = torch.eye(2)
+    right = [(torch.ones(10, 1), torch.ones(10, dtype=torch.long), None, None)] * 9
+    wrong = [(torch.zeros(10, 1), torch.ones(10, dtype=torch.long), None, None)]
+    result = validation_accuracy(OneHot(), {"a": right, "b": wrong}, text, "cpu")
+    assert result == {"val_acc": 0.5, "val_acc_per_domain": {"a": 1.0, "b": 0.0}}
 
 
 def test_student_weights_load_without_pickles_and_must_fit(tmp_path):
@@ -256,5 +319,8 @@ def test_table_sets_each_teacher_beside_the_published_numbers_and_answers_the_ed
     assert effect.loc["vl2v-adip", "difference"] == pytest.approx(10.0) and effect.loc["linear_probe", "difference"] == 0
     assert bool(effect.loc["zeroshot", "edsam_helps"]) and not bool(effect.loc["linear_probe", "edsam_helps"])
     markdown = out["md"].read_text()
-    assert "## demo (stands in for pacs)" in markdown and "| clip | VL2V-SD student | 60.00 | 80.00 | 70.00 | 96.68" in markdown
+    assert "## demo (stands in for pacs)" in markdown
+    # the published number is labelled with its teacher (issue 16, item 9)
+    assert ("| clip | VL2V-SD student | 60.00 | 80.00 | 70.00 | 96.68 (vit-b-16, teacher: web-scale CLIP ViT-B/16 "
+            "(OpenAI)) |") in markdown and sd.published_teacher == "web-scale CLIP ViT-B/16 (OpenAI)"
     assert "| demo | VL2V-ADiP student | 50.00 | 60.00 | +10.00 |" in markdown

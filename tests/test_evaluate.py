@@ -84,6 +84,66 @@ def test_linear_probe_runs_on_cpu_with_a_cache_per_checkpoint(benchmarks, traine
     assert caches == {r["checkpoint_sha256"][:16] for r in results}
 
 
+def test_linear_probe_follows_the_clip_protocol_and_records_its_sweep(benchmarks, trained, tmp_path):
+    """Issue 16, item 5: L-BFGS logistic regression, C chosen on a validation split carved from train."""
+    result = evaluate("linear_probe", "wds/sketch", str(benchmarks / "sketch"), str(trained / "model"),
+                      tmp_path / "lp.json", SETTINGS)
+    probe, metrics = result["probe"], result["metrics"]
+    assert probe["protocol"] == "clip" and json.loads((tmp_path / "lp.json").read_text())["probe"] == probe
+    assert probe["train_samples"] + probe["val_samples"] == probe["refit_samples"] == 100  # 10 per class
+    assert len(probe["val_acc_per_C"]) >= 7 and str(probe["C"]) in probe["val_acc_per_C"]
+    assert probe["val_acc"] == max(probe["val_acc_per_C"].values())
+    assert {"lp_acc1", "lp_acc5", "lp_mean_per_class_recall"} <= set(metrics) and "weight_decay" not in metrics
+    adamw = evaluate("linear_probe", "wds/sketch", str(benchmarks / "sketch"), str(trained / "model"),
+                     tmp_path / "adamw.json", {**SETTINGS, "linear_probe": {**SETTINGS["linear_probe"],
+                                                                             "protocol": "clip_benchmark"}})
+    assert adamw["probe"] == {"protocol": "clip_benchmark", "epochs": 3, "lr": 0.1, "weight_decay": 0}
+
+
+def test_the_clip_probe_is_scikit_learns_fit_as_clip_benchmark_scores_it():
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from edsam.evaluate.clip_bench import ProbeHead
+    from edsam.probe import ClipProbeSettings, carve_validation, fit_clip_probe
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 30)
+    features = rng.normal(size=(120, 8)) + 2 * np.eye(8)[labels]
+    probe, record = fit_clip_probe(features, labels, ClipProbeSettings(), seed=3)
+    assert record["C"] in [float(c) for c in record["val_acc_per_C"]] and len(record["val_acc_per_C"]) <= 15
+    assert probe.C == record["C"] and probe.n_features_in_ == 8  # refitted on all 120
+    assert fit_clip_probe(features, labels, ClipProbeSettings(), seed=3)[1] == record  # seeded
+    train, val = carve_validation(labels, 0.2, seed=3)
+    assert len(val) == 24 and np.bincount(labels[val]).tolist() == [6] * 4 and not set(train) & set(val)
+    head = ProbeHead(probe, 8, 6)  # classes 4 and 5 absent from the training split
+    logits = head(torch.as_tensor(features, dtype=torch.float32))
+    assert torch.allclose(logits[:, :4], torch.as_tensor(probe.decision_function(features), dtype=torch.float32), atol=1e-4)
+    assert torch.isinf(logits[:, 4:]).all()
+    binary = LogisticRegression().fit(features[labels < 2], labels[labels < 2])
+    assert (ProbeHead(binary, 8, 2)(torch.as_tensor(features[:60], dtype=torch.float32)).argmax(1).numpy()
+            == binary.predict(features[:60])).all()
+
+
+def test_the_binary_search_finds_the_peak_of_the_clip_grid():
+    from edsam.probe import ClipProbeSettings, binary_search
+
+    grid = ClipProbeSettings().grid()
+    assert len(grid) == 97 and grid[0] == pytest.approx(1e-6) and grid[-1] == pytest.approx(1e6)  # 8 per decade
+
+    class Peaked:  # validation accuracy peaking at grid index 37
+        def __init__(self):
+            self.scored = []
+
+        def score(self, c):
+            self.scored.append(c)
+            return -abs(grid.index(c) - 37)
+
+    scored = binary_search(Peaked(), grid).scored
+    assert max(scored, key=lambda c: -abs(grid.index(c) - 37)) == grid[37] and len(set(scored)) <= 15
+
+
 def test_finetune_trains_encoder_and_head(benchmarks, trained, tmp_path):
     result = evaluate("finetune", "wds/photo", str(benchmarks / "photo"), str(trained / "model"), tmp_path / "ft.json",
                       SETTINGS)

@@ -116,8 +116,8 @@ def same_results(local, cluster):
         clip = json.loads((root / TARGETS[1]).read_text())
         return train["final_loss"], train["samples_per_epoch"], zeroshot, clip["average"], clip["teacher_sha256"]
 
-    made = synthetic_digests(cluster)  # the M = 2 set and its M = 1 subset, 2 shards each
-    assert len(made) == 4 and made == {name: digest for name, digest in synthetic_digests(local).items() if name in made}
+    made = synthetic_digests(cluster)  # the M = 2 set (2 source shards x 2 copies) and its M = 1 subset (2 x 1)
+    assert len(made) == 6 and made == {name: digest for name, digest in synthetic_digests(local).items() if name in made}
     assert numbers(cluster) == numbers(local)
 
 

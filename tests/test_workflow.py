@@ -61,6 +61,22 @@ def test_tiny_ldm_training_rules_run(workdir, test_ldm):
     assert (workdir / "results/ldm/tiny/diffusion/checkpoint").is_dir()
 
 
+def test_laclip_without_its_rewrite_file_is_refused_at_paper_scale(workdir):
+    """Issue 16, item 6: an external dataset's LaCLIP run needs its rewrite file (or allow_rule_rewrites);
+    a configured file that is not staged yet is checked when its job starts, like a URL list."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["train"]["laclip"]["rewrites"].pop("cc3m")
+    (workdir / "paper.yaml").write_text(yaml.safe_dump(config))
+    refused = snakemake("-n", "table5", "--configfile", str(workdir / "paper.yaml"), cwd=workdir, check=False)
+    assert refused.returncode != 0
+    assert "'train.laclip.rewrites.cc3m': LaCLIP on cc3m" in refused.stdout + refused.stderr
+    config["train"]["laclip"]["allow_rule_rewrites"] = True
+    (workdir / "paper.yaml").write_text(yaml.safe_dump(config))
+    allowed = snakemake("-n", "table5", "--configfile", str(workdir / "paper.yaml"), cwd=workdir)
+    assert "results/laclip/cc3m/rewrites.csv" in allowed.stdout  # the deterministic rule's, as asked
+    assert "results/laclip/cc12m/rewrites.csv" not in allowed.stdout  # cc12m's configured file is used
+
+
 @pytest.mark.parametrize("name", ["demo.yaml", "config.yaml"])
 def test_lint_is_clean(workdir, name):
     result = snakemake("--lint", "--configfile", str(REPO / "config" / name), cwd=workdir)

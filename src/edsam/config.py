@@ -95,6 +95,9 @@ def cross_check(config: dict) -> list[str]:
     for key, name in named:
         if name not in benchmarks:
             lines.append(f"config key '{key}': {name!r} is not a key of evaluate.benchmarks {sorted(benchmarks)}")
+    probe = evaluate.get("probe", {})
+    if probe.get("c_min", 0) >= probe.get("c_max", 1):
+        lines.append(f"config key 'evaluate.probe.c_min': {probe['c_min']} is not below c_max {probe['c_max']}")
     report = config.get("report", {})
     for block, targets in (("datasets", config.get("datasets", {})), ("models", train.get("models", {})),
                            ("benchmarks", benchmarks)):

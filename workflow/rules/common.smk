@@ -23,6 +23,7 @@ from edsam.corpus import CLASSNAMES  # noqa: E402
 from edsam.evaluate.run import evaluation_pairs  # noqa: E402
 from edsam.layout import DATA_WILDCARD, RunId, Variant, data_name  # noqa: E402
 from edsam.report.headline import HeadlineSpec  # noqa: E402
+from edsam.train.captions import RewritesNotConfigured, configured_rewrites  # noqa: E402
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 
@@ -311,9 +312,29 @@ def synthetic_manifest(wildcards):
 
 
 def rewrites_csv(wildcards):
-    """LaCLIP rewrites: the configured file for this dataset, else the deterministic rule's."""
-    configured = config["train"]["laclip"]["rewrites"].get(wildcards.dataset)
+    """LaCLIP rewrites: the configured file for this dataset, else the deterministic rule's (where allowed:
+    an external dataset needs its file or train.laclip.allow_rule_rewrites, edsam.train.captions)."""
+    try:
+        configured = configured_rewrites(config, wildcards.dataset)
+    except RewritesNotConfigured as error:
+        raise WorkflowError(str(error)) from None
     return configured or f"{RESULTS}/laclip/{wildcards.dataset}/rewrites.csv"
+
+
+def rewrites_index_inputs(wildcards):
+    """The rule's CSV; a configured file is checked when the job starts (like URL lists), so the paper-scale
+    DAG builds before LaCLIP's rewrites are staged."""
+    path = rewrites_csv(wildcards)
+    return [] if config["train"]["laclip"]["rewrites"].get(wildcards.dataset) else [path]
+
+
+def rewrites_version(wildcards):
+    """A configured rewrite file's size and mtime (a param: a changed file rebuilds the index); the rule's
+    CSV is an input, tracked by Snakemake itself."""
+    path = config["train"]["laclip"]["rewrites"].get(wildcards.dataset)
+    if path is None:
+        return "rule"
+    return f"{os.path.getsize(path)}:{os.stat(path).st_mtime_ns}" if os.path.isfile(path) else "missing"
 
 
 def open_clip_model(key):
@@ -339,6 +360,7 @@ def train_settings(wildcards):
     keys = ("epochs", "batch_size", "lr", "wd", "warmup", "workers", "precision", "synthetic_ratio", "budget",
             "masking_ratio", "log_every_n_steps", "ada", "advstyle", "slip", "extra_args")
     settings = {k: train[k] for k in keys}
+    settings["laclip"] = {"min_hit_rate": train["laclip"]["min_hit_rate"]}
     settings.update(model=open_clip_model(wildcards.model), method=wildcards.method,
                     regulariser=wildcards.regulariser, seed=int(wildcards.seed))
     provenance = {"dataset": wildcards.dataset, "model_key": wildcards.model, "data": wildcards.data,

@@ -25,9 +25,12 @@ rule laclip_rewrites:
 
 rule laclip_index:
     input:
-        rewrites_csv,
+        rewrites_index_inputs,
     output:
         f"{RESULTS}/laclip/{{dataset}}/rewrites.sqlite",
+    params:
+        rewrites=rewrites_csv,
+        version=rewrites_version,
     log:
         f"{LOGS}/laclip/{{dataset}}/index.log",
     resources:
@@ -35,7 +38,7 @@ rule laclip_index:
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m edsam laclip-index --rewrites {input:q} --out {output:q} > {log:q} 2>&1"
+        "python -m edsam laclip-index --rewrites {params.rewrites:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule train_clip:

@@ -1,16 +1,26 @@
-"""One source shard -> one synthetic webdataset shard (ED-SAM, spec section 2).
+"""One source shard -> its M synthetic webdataset shards, one per copy j (ED-SAM, spec section 2).
+
+Copy j of every image of a source shard goes to that shard's j-th synthetic
+tar, so each synthetic tar is the size of its real one and holds each source
+image once. Training reads a shard at a time through a finite shuffle buffer
+(open_clip_train), so copies written side by side (``<key>_000 ... <key>_00M``
+in one tar, the old layout) met in one batch: contrastive false negatives with
+identical captions, more of them the larger M (benchmarks/batch_composition.py
+measures it). Split by j, an image's copies are as far apart as two random
+shards of the set.
 
 Samples are sorted by key before batching, and each synthetic sample's alpha
 and noise come from a generator seeded by (seed, source key, j), so a shard's
 output does not depend on the order img2dataset wrote it in. Corrupt or
-undecodable images are skipped and counted; an empty shard gives an empty,
-valid tar. The tar is written beside its final name and renamed at the end,
+undecodable images are skipped and counted; an empty shard gives empty, valid
+tars. The tars are written beside their final names and renamed at the end,
 with fixed member mtimes, so a killed job leaves nothing half-written and the
 same inputs give the same bytes (on the same device and batch size).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -45,6 +55,12 @@ class AugmentSettings:
     def __post_init__(self):
         if self.m < 1:  # M = 0 is only the report's name for real data (no synthetic set)
             raise ValueError(f"augment: M (synthetic samples per image) must be at least 1, got M = {self.m}")
+
+
+def synthetic_key(source_key: str, j: int) -> str:
+    """The member key of copy ``j`` of source image ``source_key`` (the one place synthetic keys are built);
+    a hostile source key (../x, /x, control characters, a dot) never becomes a member name."""
+    return f"{safe_member_key(source_key)}_{j:03d}"
 
 
 def sample_seed(seed: int, key: str, j: int) -> int:
@@ -95,19 +111,33 @@ def generate_batch(sampler: EDSAMSampler, batch, settings: AugmentSettings):
     return keys, captions, seeds, outputs, alphas
 
 
-def augment_shard(sampler: EDSAMSampler, source_tar, out_tar, settings: AugmentSettings, progress=None) -> dict:
-    """Write the synthetic shard for ``source_tar`` and return its stats."""
+def sample_provenance(sampler: EDSAMSampler, settings: AugmentSettings, source_tar) -> dict:
+    """What every synthetic sample of a shard records besides its own source key, j, alpha and seed.
+
+    Inversion is never guided (spec section 2: DDIM inversion conditioned on the caption); sampling back
+    uses ``guidance_scale``. Both are written out, so a sample made with guidance says so by itself.
+    """
+    return {"model_id": settings.model_id, "steps": sampler.settings.steps, "rho": settings.rho, "m": settings.m,
+            "transform": sampler.settings.transform, "inversion": sampler.settings.inversion,
+            "guidance_scale": sampler.settings.guidance_scale, "inversion_guidance_scale": 1.0,
+            "sampling_guidance_scale": sampler.settings.guidance_scale, "source_shard": Path(source_tar).name}
+
+
+def augment_shard(sampler: EDSAMSampler, source_tar, out_tars: list, settings: AugmentSettings,
+                  progress=None) -> dict:
+    """Write the synthetic shards of ``source_tar`` (``out_tars[j]`` gets copy j of every image); its stats."""
     import webdataset as wds
 
+    if len(out_tars) != settings.m:
+        raise ValueError(f"{source_tar}: M = {settings.m} needs {settings.m} synthetic tars, got {len(out_tars)}")
     started = time.monotonic()
     real, skipped = load_real_samples(source_tar, settings.resolution, settings.max_image_pixels,
                                       settings.max_caption_chars)
-    written = 0
-    provenance = {"model_id": settings.model_id, "steps": sampler.settings.steps, "rho": settings.rho,
-                  "m": settings.m, "transform": sampler.settings.transform,
-                  "inversion": sampler.settings.inversion, "guidance_scale": sampler.settings.guidance_scale,
-                  "source_shard": Path(source_tar).name}
-    with atomic_path(out_tar) as tmp, wds.TarWriter(str(tmp), mtime=0) as sink:
+    provenance = sample_provenance(sampler, settings, source_tar)
+    with contextlib.ExitStack() as stack:
+        # entered as (tmp path, writer) pairs: each writer closes before its tar is renamed into place
+        sinks = [stack.enter_context(wds.TarWriter(str(stack.enter_context(atomic_path(path))), mtime=0))
+                 for path in out_tars]
         for start in range(0, len(real), settings.batch_size):
             keys, captions, seeds, outputs, alphas = generate_batch(
                 sampler, real[start : start + settings.batch_size], settings)
@@ -115,14 +145,15 @@ def augment_shard(sampler: EDSAMSampler, source_tar, out_tar, settings: AugmentS
                 source, j = keys[index // settings.m], index % settings.m
                 meta = {**provenance, "source_key": source, "j": j, "alpha": float(alphas[index]),
                         "seed": seeds[index]}
-                # a hostile source key (../x, /x, control characters) never becomes a member name
-                sink.write({"__key__": f"{safe_member_key(source)}_{j:03d}", settings.encode_format: to_image_bytes(image, settings.encode_format),
-                            "txt": captions[index // settings.m], "json": json.dumps(meta, sort_keys=True)})
-                written += 1
+                sinks[j].write({"__key__": synthetic_key(source, j),
+                                settings.encode_format: to_image_bytes(image, settings.encode_format),
+                                "txt": captions[index // settings.m], "json": json.dumps(meta, sort_keys=True)})
             if progress is not None:
                 progress.update(len(keys))
     seconds = time.monotonic() - started
+    written = len(real) * settings.m
     return {"source": str(source_tar), "real_samples": len(real), "skipped": skipped, "synthetic_samples": written,
+            "copies": [{"j": j, "tar": Path(path).name, "samples": len(real)} for j, path in enumerate(out_tars)],
             "seconds": round(seconds, 3), "real_images_per_second": round(len(real) / seconds, 3) if seconds else None,
             "synthetic_images_per_second": round(written / seconds, 3) if seconds else None,
             "settings": asdict(settings), "sampler": asdict(sampler.settings)}
@@ -141,12 +172,12 @@ def load_sampler(ldm_source: str, sampler_settings: SamplerSettings, local_files
     return EDSAMSampler(ldm, sampler_settings), {"device": device, "dtype": str(dtype)}
 
 
-def augment_shard_file(sampler: EDSAMSampler, source_tar, out_tar, settings: AugmentSettings) -> dict:
-    """One shard with a progress bar and a log line (the job's unit of work; see edsam.augment.groups)."""
+def augment_shard_file(sampler: EDSAMSampler, source_tar, out_tars: list, settings: AugmentSettings) -> dict:
+    """One source shard with a progress bar and a log line (the job's unit of work; see edsam.augment.groups)."""
     from tqdm import tqdm
 
     with tqdm(desc=Path(source_tar).name, unit="img") as progress:
-        stats = augment_shard(sampler, source_tar, out_tar, settings, progress)
+        stats = augment_shard(sampler, source_tar, out_tars, settings, progress)
     log.info("%s: %d real -> %d synthetic images, %.2f synthetic img/s", source_tar, stats["real_samples"],
              stats["synthetic_samples"], stats["synthetic_images_per_second"] or 0)
     return stats

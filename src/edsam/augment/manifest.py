@@ -17,8 +17,11 @@ def write_manifest(group_paths: list[str], out: str | Path) -> dict:
             skipped[reason] = skipped.get(reason, 0) + n
     seconds = sum(s["seconds"] for s in stats)
     derived = [s["superset"] for s in stats if "superset" in s]
-    shards = [{"shard": s["shard"], "tar": f"shards/{s['shard']}.tar", "successes": s["synthetic_samples"],
-               "real_samples": s["real_samples"]} for s in stats]
+    # copy-major (every shard's copy 0, then copy 1, ...): runs of consecutive shard numbers, which
+    # training passes to open_clip as one brace pattern per copy (edsam.train.run.compact_urls)
+    shards = sorted(({"shard": s["shard"], "j": c["j"], "tar": f"shards/{c['tar']}", "successes": c["samples"],
+                      "real_samples": s["real_samples"]} for s in stats for c in s["copies"]),
+                    key=lambda entry: (entry["j"], entry["shard"]))
     manifest = {
         "shards": shards,
         "real_samples": sum(s["real_samples"] for s in stats),

@@ -10,7 +10,6 @@ domains' in splits, its inverse regularisation C chosen on their out splits
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -45,19 +44,11 @@ def zero_shot_accuracy(features: np.ndarray, labels: np.ndarray, text: torch.Ten
 
 
 def linear_probe(train, val, test, settings: ProbeSettings, seed: int) -> dict:
-    """Fit one probe per C on train, keep the best on val, score it on test.
+    """Fit one probe per C on train (:class:`edsam.probe.CSweep`), keep the best on val, score it on test."""
+    from edsam.probe import CSweep, grid_search
 
-    C goes from strong to weak regularisation, each fit warm-started from the last (DomainNet's probes
-    are ~470k x 512 features and 345 classes)."""
-    from sklearn.linear_model import LogisticRegression
-
-    tried, probe = [], LogisticRegression(max_iter=settings.max_iter, random_state=seed, warm_start=True)
-    for c in sorted(settings.c_values):
-        probe.set_params(C=c).fit(*train)
-        tried.append((probe.score(*val), c, copy.deepcopy(probe)))
-    val_acc, best_c, best = max(tried, key=lambda t: (t[0], -t[1]))  # ties: the stronger regulariser
-    return {"acc": float(best.score(*test)), "val_acc": float(val_acc), "C": best_c,
-            "val_acc_per_C": {str(c): float(acc) for acc, c, _ in tried}}
+    sweep = grid_search(CSweep(train, val, settings.max_iter, seed), settings.c_values)
+    return {"acc": float(sweep.best()[2].score(*test)), **sweep.record()}
 
 
 def evaluate_target(tensors, dataset: DomainBedDataset, split: Split, probe: ProbeSettings, seed: int) -> dict:

@@ -3,8 +3,9 @@
 Rows come from the result JSONs of this config (``clip.json`` per dataset and
 teacher; one ``vl2v-<variant>/<target>.json`` per held-out domain), one
 accuracy per held-out domain and their average. ``data/vl2v_published.csv``
-holds VL2V-SD's published averages (CLIP ViT-B/16 teacher); a dataset of ours
-stands in for a published one through ``report_as``. The last section asks
+holds VL2V-SD's published averages and the teacher they were distilled from (a
+web-scale CLIP, not one trained here: each published cell names it); a dataset
+of ours stands in for a published one through ``report_as``. The last section asks
 what neither paper does: does an ED-SAM-trained teacher give a better
 student than the same CLIP trained without it (``domainbed.compare``)?
 """
@@ -20,7 +21,7 @@ from edsam.fileio import atomic_path
 
 METHODS = {"zeroshot": "CLIP zero-shot", "linear_probe": "CLIP linear probe", "vl2v-adip": "VL2V-ADiP student",
            "vl2v-sd": "VL2V-SD student"}
-PUBLISHED_COLUMNS = ["dataset", "model", "method", "value"]
+PUBLISHED_COLUMNS = ["dataset", "model", "method", "teacher", "value"]
 
 
 def load_published(path: str | Path) -> pd.DataFrame:
@@ -69,6 +70,7 @@ def build_table(frame: pd.DataFrame, published: pd.DataFrame, report_as: dict) -
         match = published[(published.dataset == report_as.get(dataset)) & (published.method == method)]
         row["published"] = float(match.value.iloc[0]) if len(match) else None
         row["published_model"] = match.model.iloc[0] if len(match) else None
+        row["published_teacher"] = match.teacher.iloc[0] if len(match) else None
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -94,7 +96,8 @@ def to_markdown(table: pd.DataFrame, effect: pd.DataFrame, baseline: str, edsam:
                   "| teacher | method | " + " | ".join(d[4:] for d in domains) + " | avg | published avg |",
                   "|---|---|" + "---|" * (len(domains) + 2)]
         for row in group.itertuples():
-            published = "" if pd.isna(row.published) else f"{row.published:.2f} ({row.published_model})"
+            published = ("" if pd.isna(row.published) else
+                         f"{row.published:.2f} ({row.published_model}, teacher: {row.published_teacher})")
             cells = [f"{getattr(row, d):.2f}" for d in domains]
             lines.append(f"| {row.teacher} | {METHODS.get(row.method, row.method)} | " + " | ".join(cells)
                          + f" | {row.average:.2f} | {published} |")
@@ -106,8 +109,9 @@ def to_markdown(table: pd.DataFrame, effect: pd.DataFrame, baseline: str, edsam:
         lines += ["| dataset | method | baseline | ED-SAM | difference |", "|---|---|---|---|---|"]
         lines += [f"| {r.dataset} | {METHODS.get(r.method, r.method)} | {r.baseline:.2f} | {r.edsam:.2f} | "
                   f"{r.difference:+.2f} |" for r in effect.itertuples()]
-    lines += ["", "Accuracy in % on each held-out domain's in split; published: `data/vl2v_published.csv` "
-              "(VL2V-SD with a CLIP ViT-B/16 teacher)."]
+    lines += ["", "Accuracy in % on each held-out domain's in split; published: `data/vl2v_published.csv`, "
+              "VL2V-SD distilled from a web-scale CLIP (its teacher is named in each cell), not from the CLIPs "
+              "trained here: only a teacher given as `{local_dir: <those weights>}` compares like for like."]
     return "\n".join(lines) + "\n"
 
 

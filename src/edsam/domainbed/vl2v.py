@@ -14,12 +14,18 @@ For one held-out target domain:
 at paper scale, randomly initialised in the embedded default);
 ``variant="sd"`` (VL2V-SD) takes the teacher's own image encoder, its
 projection starting at the identity (its features already are CLIP
-embeddings). Teacher image embeddings are the precomputed ones
-(:mod:`edsam.domainbed.features`): the teacher is queried once per image.
-Training samples ``batch_per_domain`` images from each training domain per
-step (DomainBed's infinite loaders); model selection is training-domain
-validation over the evaluations of both stages. Nothing of this exists in
-a library (the authors' code is a DomainBed fork), so the loop is ours.
+embeddings). Teacher image embeddings (``teacher_targets``): ``augmented``
+(default, as the authors run it) queries the frozen teacher on the very
+augmented view the student sees, each step (:class:`SameView`: one random
+crop, flip and colour change, then each network's own resize and
+normalisation); ``clean`` reads the embeddings precomputed once per clean
+image (:mod:`edsam.domainbed.features`; the black-box setting's one query per
+image), while the student sees augmented views of it. Training samples
+``batch_per_domain`` images from each training domain per step (DomainBed's
+infinite loaders); model selection is DomainBed's training-domain validation:
+the mean of the training domains' out-split accuracies, over the evaluations
+of both stages. Nothing of this exists in a library (the authors' code is a
+DomainBed fork), so the loop is ours.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from edsam.domainbed.features import ImageList
 from edsam.fileio import atomic_path, sha256_file, write_json_atomic
 
 VARIANTS = ("adip", "sd")
+TEACHER_TARGETS = ("augmented", "clean")
 
 
 @dataclass(frozen=True)
@@ -56,10 +63,13 @@ class VL2VSettings:
     seed: int = 0
     max_pixels: int = 16_777_216
     augment: bool = True
+    teacher_targets: str = "augmented"
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown VL2V variant {self.variant!r}: one of {VARIANTS}")
+        if self.teacher_targets not in TEACHER_TARGETS:
+            raise ValueError(f"unknown VL2V teacher_targets {self.teacher_targets!r}: one of {TEACHER_TARGETS}")
 
 
 class Student(torch.nn.Module):
@@ -117,15 +127,44 @@ def make_student(settings: VL2VSettings, teacher_dir: str, embed_dim: int) -> tu
     return Student(backbone, width, embed_dim), norm, settings.image_size
 
 
-def transforms(image_size: int, norm: dict, train: bool):
-    """DomainBed's image transforms (its ``datasets.py``), at the student's input size."""
+def augmentation(image_size: int, train: bool):
+    """DomainBed's image transforms (its ``datasets.py``) up to the tensor, at the student's input size."""
     from torchvision import transforms as T
 
-    tail = [T.ToTensor(), T.Normalize(norm["mean"], norm["std"])]
     if not train:
-        return T.Compose([T.Resize((image_size, image_size)), *tail])
+        return T.Resize((image_size, image_size))
     return T.Compose([T.RandomResizedCrop(image_size, scale=(0.7, 1.0)), T.RandomHorizontalFlip(),
-                      T.ColorJitter(0.3, 0.3, 0.3, 0.3), T.RandomGrayscale(), *tail])
+                      T.ColorJitter(0.3, 0.3, 0.3, 0.3), T.RandomGrayscale()])
+
+
+def to_tensor(norm: dict):
+    from torchvision import transforms as T
+
+    return T.Compose([T.ToTensor(), T.Normalize(norm["mean"], norm["std"])])
+
+
+def transforms(image_size: int, norm: dict, train: bool):
+    """DomainBed's transforms for the student: augmentation (when ``train``), tensor, normalisation."""
+    from torchvision import transforms as T
+
+    return T.Compose([augmentation(image_size, train), to_tensor(norm)])
+
+
+class SameView:
+    """One augmented view of an image as the student's input and as the teacher's (teacher_targets: augmented).
+
+    The random crop, flip and colour change are drawn once; the view is then
+    normalised for the student and passed through the teacher's own
+    preprocessing (open_clip's resize, centre crop and normalisation), so the
+    teacher embeds the image the student sees.
+    """
+
+    def __init__(self, augment, student_tail, teacher_preprocess):
+        self.augment, self.student_tail, self.teacher_preprocess = augment, student_tail, teacher_preprocess
+
+    def __call__(self, image):
+        view = self.augment(image)
+        return self.student_tail(view), self.teacher_preprocess(view)
 
 
 def _readable(tensors, dataset: DomainBedDataset, domain_index: int, positions: np.ndarray) -> np.ndarray:
@@ -144,10 +183,12 @@ def _image_list(dataset, domain_index, positions, transform, settings) -> ImageL
 
 
 class _Batches:
-    """One batch of ``batch_per_domain`` images (sampled with replacement) from each training domain per step."""
+    """One batch of ``batch_per_domain`` images (sampled with replacement) from each training domain per step,
+    with the teacher's embedding of each: precomputed (``teacher`` None) or of the same augmented view."""
 
-    def __init__(self, tensors, dataset, split: Split, transform, settings: VL2VSettings, steps: int, seed: int):
-        self.loaders, self.targets = [], []
+    def __init__(self, tensors, dataset, split: Split, transform, settings: VL2VSettings, steps: int, seed: int,
+                 teacher=None):
+        self.loaders, self.targets, self.teacher = [], [], teacher
         workers = -(-settings.workers // len(split.train))  # the job's loader workers, shared by its domains
         for domain_index, positions in split.train:
             positions = _readable(tensors, dataset, domain_index, positions)
@@ -162,9 +203,13 @@ class _Batches:
 
     def __iter__(self):
         for parts in zip(*self.loaders):
-            images = torch.cat([p[0] for p in parts])
             labels = torch.cat([p[1] for p in parts])
-            teacher = torch.cat([targets[p[2]] for targets, p in zip(self.targets, parts)])
+            if self.teacher is None:
+                images = torch.cat([p[0] for p in parts])
+                teacher = torch.cat([targets[p[2]] for targets, p in zip(self.targets, parts)])
+            else:  # each item is (student view, teacher view) of one augmentation
+                images = torch.cat([p[0][0] for p in parts])
+                teacher = self.teacher(torch.cat([p[0][1] for p in parts]))
             yield images, labels, teacher
 
 
@@ -187,6 +232,27 @@ def vl2v_loss(student_embedding, text, labels, teacher_embedding) -> torch.Tenso
     to_text = 1 - (student_embedding * text[labels]).sum(-1)
     to_image = 1 - (student_embedding * F.normalize(teacher_embedding, dim=-1)).sum(-1)
     return (0.5 * to_text + 0.5 * to_image).mean()
+
+
+def frozen_teacher(teacher_dir: str, device: str):
+    """The teacher's image encoder, frozen, as a function: teacher-preprocessed images -> unit embeddings."""
+    from edsam.domainbed.features import load_teacher
+
+    model, preprocess, _ = load_teacher(teacher_dir, device)
+    model.requires_grad_(False)
+
+    def embed(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return F.normalize(model.encode_image(images.to(device)).float(), dim=-1)
+
+    return embed, preprocess
+
+
+def validation_accuracy(student: Student, loaders: dict, text, device) -> dict:
+    """DomainBed's training-domain validation: each training domain's out-split accuracy and their mean
+    (the selection criterion; a pooled accuracy would weigh the largest domain most)."""
+    per_domain = {name: accuracy(student, loader, text, device) for name, loader in loaders.items()}
+    return {"val_acc": float(np.mean(list(per_domain.values()))), "val_acc_per_domain": per_domain}
 
 
 def accuracy(student: Student, loader, text, device) -> float:
@@ -243,22 +309,28 @@ def run_vl2v(dataset: DomainBedDataset, split: Split, tensors: dict, facts: dict
     started, text = time.time(), tensors["text"].to(device)
     student, norm, image_size = make_student(settings, facts["teacher"], text.shape[1])
     student.to(device)
+    teacher = None
     train_transform = transforms(image_size, norm, train=settings.augment)
+    if settings.teacher_targets == "augmented":
+        teacher, teacher_preprocess = frozen_teacher(facts["teacher"], device)
+        train_transform = SameView(augmentation(image_size, settings.augment), to_tensor(norm), teacher_preprocess)
     eval_transform = transforms(image_size, norm, train=False)
-    val_loader = _eval_loader(tensors, dataset, split.val, eval_transform, settings)
+    val_loaders = {dataset.domains[d].name: _eval_loader(tensors, dataset, [(d, p)], eval_transform, settings)
+                   for d, p in split.val}
     test_loader = _eval_loader(tensors, dataset, (split.test,), eval_transform, settings)
     best: dict = {"val_acc": -1.0}
 
     def evaluate(stage, step, loss):
         """Training-domain validation only: the target is scored once, for the selected checkpoint (and the last)."""
-        record = {"stage": stage, "step": step, "loss": loss, "val_acc": accuracy(student, val_loader, text, device)}
+        record = {"stage": stage, "step": step, "loss": loss,
+                  **validation_accuracy(student, val_loaders, text, device)}
         if record["val_acc"] > best["val_acc"]:  # the earliest checkpoint wins a tie
             best.update(record, state={k: v.detach().cpu().clone() for k, v in student.state_dict().items()})
         return record
 
     history = []
     for stage, steps, offset in (("align", settings.align_steps, 0), ("distill", settings.distill_steps, 1000)):
-        batches = _Batches(tensors, dataset, split, train_transform, settings, steps, settings.seed + offset)
+        batches = _Batches(tensors, dataset, split, train_transform, settings, steps, settings.seed + offset, teacher)
         history += train_stage(student, stage, batches, text, settings, device, evaluate)
     final = {**history[-1], "test_acc": accuracy(student, test_loader, text, device)}
     state = best.pop("state")
@@ -270,6 +342,8 @@ def run_vl2v(dataset: DomainBedDataset, split: Split, tensors: dict, facts: dict
         "target": split.target, "variant": settings.variant,
         "training_domains": [dataset.domains[i].name for i in split.training_domains],
         "selected": best, "final": final, "history": history, "test_acc": best["test_acc"],
+        "selection": "mean of the training domains' out-split accuracies (DomainBed training-domain validation)",
+        "teacher_targets": settings.teacher_targets,
         "settings": {**settings.__dict__}, "image_size": image_size, "student": _student_facts(settings, student),
         "teacher": facts["teacher"], "teacher_sha256": facts["teacher_sha256"],
         "listing_sha256": facts["listing_sha256"], "weights": str(out_weights), "device": device,

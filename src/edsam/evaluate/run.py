@@ -36,8 +36,10 @@ def evaluate(task: str, benchmark: str, root: str, model_dir: str, out: str | Pa
         # features cached per checkpoint hash: clip_benchmark would reuse any folder of the same name
         work = out.parent / f".{out.stem}.work" / checkpoint_sha[:16]
         metrics = run_task(task, benchmark, root, model_dir, work, settings)
+    probe = metrics.pop("probe", None)  # the linear probe's protocol and C sweep
     result = {
         "task": task, "benchmark": benchmark, "benchmark_root": str(root), "metrics": metrics,
+        **({"probe": probe} if probe is not None else {}),
         "checkpoint": str(model_dir), "checkpoint_sha256": checkpoint_sha,
         "train": _train_provenance(train_facts), "settings": settings, "seconds": round(time.time() - started, 2),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

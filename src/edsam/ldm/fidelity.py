@@ -7,6 +7,12 @@ verdicts to mean anything). It then scores three kinds of LDM output:
 * ``generated``: text-to-image samples from pure noise, conditioned on a caption;
 * ``resampled``: invert a real image with DDIM, sample back with no shift (alpha = 0);
 * ``edsam``: the ED-SAM transform at a given rho.
+
+Inversion is never guided (spec section 2); sampling back uses
+``augment.guidance_scale``. With guidance other than 1 all three are judged
+twice, at the configured guidance and at guidance 1 (``by_guidance``), from
+the same noise, so the report shows what guidance adds beside unguided
+inversion.
 """
 
 from __future__ import annotations
@@ -110,9 +116,38 @@ def save_grid(columns: list[torch.Tensor], path, cell: int = 64) -> None:
         grid.save(tmp, format="PNG")
 
 
-def evaluate_fidelity(ldm, corpus: dict, fidelity: dict, sampler_settings, seed: int, grid_path) -> dict:
-    """Judge accuracy on real images, then on generated / resampled / ED-SAM outputs; write the grid."""
+def judged_outputs(ldm, sampler_settings, images, labels, captions, judge, rhos, seed: int, resolution: int):
+    """Generated, resampled (alpha = 0) and ED-SAM outputs at one sampler setting, their judge accuracies and
+    the images (for the grid); seeds depend only on ``seed``, so two settings see the same noise."""
     from edsam.augment.sampler import EDSAMSampler
+
+    sampler = EDSAMSampler(ldm, sampler_settings)
+    generator = torch.Generator().manual_seed(seed)
+    ldm_images = F.interpolate(images, size=(ldm.image_size, ldm.image_size), mode="bilinear", align_corners=False)
+
+    def edsam(rho):
+        outputs = []
+        for start in range(0, len(ldm_images), 50):
+            batch = slice(start, start + 50)
+            gens = [torch.Generator().manual_seed(seed * 100003 + start + i) for i in range(len(captions[batch]))]
+            outputs.append(sampler.generate(ldm_images[batch], captions[batch], 1, rho, gens)[0].cpu())
+        return torch.cat(outputs)
+
+    latent_shape = (ldm.unet.config.in_channels, ldm.unet.config.sample_size, ldm.unet.config.sample_size)
+    outputs = {"generated": torch.cat([generate_from_noise(sampler, captions[i : i + 50], generator, latent_shape).cpu()
+                                       for i in range(0, len(captions), 50)]),
+               "resampled": edsam(0.0), "edsam": {rho: edsam(rho) for rho in rhos}}
+    figures = {"generated": _judged(judge, outputs["generated"], labels, resolution),
+               "resampled_alpha0": _judged(judge, outputs["resampled"], labels, resolution),
+               "edsam": {str(rho): _judged(judge, out, labels, resolution) for rho, out in outputs["edsam"].items()}}
+    return figures, outputs
+
+
+def evaluate_fidelity(ldm, corpus: dict, fidelity: dict, sampler_settings, seed: int, grid_path) -> dict:
+    """Judge accuracy on real images, then on generated / resampled / ED-SAM outputs (at the configured
+    guidance, and at guidance 1 beside it when they differ); write the grid (configured guidance)."""
+    from dataclasses import replace
+
     from edsam.corpus import CLASSNAMES, CorpusSpec
 
     resolution = corpus["image_size"]
@@ -125,33 +160,25 @@ def evaluate_fidelity(ldm, corpus: dict, fidelity: dict, sampler_settings, seed:
     probe_spec = CorpusSpec(seed=corpus["seed"] + 3000, image_size=resolution, source_domain=source,
                             test_per_class=fidelity["samples_per_class"])
     images, labels, captions = corpus_tensors(probe_spec, source, "test", resolution)
-    ldm_images = F.interpolate(images, size=(ldm.image_size, ldm.image_size), mode="bilinear", align_corners=False)
-    sampler = EDSAMSampler(ldm, sampler_settings)
-    generator = torch.Generator().manual_seed(seed)
-
-    def edsam(rho):
-        outputs = []
-        for start in range(0, len(ldm_images), 50):
-            batch = slice(start, start + 50)
-            gens = [torch.Generator().manual_seed(seed * 100003 + start + i) for i in range(len(captions[batch]))]
-            outputs.append(sampler.generate(ldm_images[batch], captions[batch], 1, rho, gens)[0].cpu())
-        return torch.cat(outputs)
-
-    latent_shape = (ldm.unet.config.in_channels, ldm.unet.config.sample_size, ldm.unet.config.sample_size)
-    generated = torch.cat([generate_from_noise(sampler, captions[i : i + 50], generator, latent_shape).cpu()
-                           for i in range(0, len(captions), 50)])
-    resampled = edsam(0.0)
-    shifted = {rho: edsam(rho) for rho in fidelity["rhos"]}
+    guidance = [sampler_settings.guidance_scale] + ([1.0] if sampler_settings.guidance_scale != 1.0 else [])
+    by_guidance, outputs = {}, None
+    for scale in guidance:
+        figures, made = judged_outputs(ldm, replace(sampler_settings, guidance_scale=scale), images, labels, captions,
+                                       judge, fidelity["rhos"], seed, resolution)
+        by_guidance[str(float(scale))] = figures
+        outputs = outputs or made  # the configured guidance's, for the grid
     result = {
         "judge_accuracy_real": accuracy(judge, test_x, test_y),
-        "generated": _judged(judge, generated, labels, resolution),
-        "resampled_alpha0": _judged(judge, resampled, labels, resolution),
-        "edsam": {str(rho): _judged(judge, out, labels, resolution) for rho, out in shifted.items()},
+        **by_guidance[str(float(sampler_settings.guidance_scale))],
+        "guidance": {"sampling": sampler_settings.guidance_scale, "inversion": 1.0},
+        "by_guidance": by_guidance,
         "chance": 1 / len(CLASSNAMES),
         "samples": len(labels),
     }
     first_of_class = [int((labels == c).nonzero()[0]) for c in range(len(CLASSNAMES))]
-    save_grid([images[first_of_class], resampled[first_of_class],
-               *[out[first_of_class] for out in shifted.values()], generated[first_of_class]], grid_path)
-    result["grid_columns"] = ["real", "resampled (alpha=0)", *[f"ED-SAM rho={r}" for r in shifted], "generated"]
+    save_grid([images[first_of_class], outputs["resampled"][first_of_class],
+               *[out[first_of_class] for out in outputs["edsam"].values()], outputs["generated"][first_of_class]],
+              grid_path)
+    result["grid_columns"] = ["real", "resampled (alpha=0)", *[f"ED-SAM rho={r}" for r in outputs["edsam"]],
+                              "generated"]
     return result

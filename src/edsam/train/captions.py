@@ -8,6 +8,15 @@ caption text files); in the embedded default, or for a dataset with no
 published rewrites, :func:`rewrite_caption` makes them by a documented
 deterministic rule.
 
+Keys: a caption is looked up by the hash of its normalised form
+(:func:`normalise_caption`: whitespace stripped and collapsed), the same on
+both sides, since the index is built from a rewrite file's raw captions while
+training sees the shards' captions (synthetic ones stripped by the augmentation
+stage). A miss draws the original caption: each loader counts its lookups and
+hits, ``edsam.train.entry`` records the hit rate per epoch in ``train.json``
+and stops the run below ``train.laclip.min_hit_rate`` (a rewrite file that does
+not belong to the dataset would otherwise train plain CLIP under LaCLIP's name).
+
 Why an SQLite index and not a dict: LAION-400M has 400M captions with four
 rewrites each, far more than a data-loader worker can hold in memory. SQLite
 (stdlib) gives each worker a read-only, memory-light lookup keyed by the
@@ -70,8 +79,38 @@ def rewrite_caption(caption: str) -> list[str]:
     return rewrites
 
 
+NORMALISATION = "whitespace-collapsed"  # recorded in the index; an index built otherwise is refused
+
+
+def normalise_caption(caption: str) -> str:
+    """The form both the index and the lookup hash: surrounding whitespace stripped, inner runs collapsed."""
+    return " ".join(caption.split())
+
+
 def caption_digest(caption: str) -> bytes:
-    return hashlib.sha256(caption.encode("utf-8")).digest()
+    return hashlib.sha256(normalise_caption(caption).encode("utf-8")).digest()
+
+
+class RewritesNotConfigured(ValueError):
+    """LaCLIP at paper scale without its rewrite file."""
+
+
+def configured_rewrites(config: dict, dataset: str) -> str | None:
+    """The dataset's LaCLIP rewrite file, or None where the deterministic rule may stand in.
+
+    The rule (:func:`rewrite_caption`) is the demo's stand-in for a language
+    model; on an external dataset (``source: url_list``, paper scale) LaCLIP
+    without its rewrites is not LaCLIP, so that needs
+    ``train.laclip.allow_rule_rewrites: true``.
+    """
+    laclip = config["train"]["laclip"]
+    path = laclip["rewrites"].get(dataset)
+    if path is None and config["datasets"][dataset]["source"] == "url_list" and not laclip["allow_rule_rewrites"]:
+        raise RewritesNotConfigured(
+            f"config key 'train.laclip.rewrites.{dataset}': LaCLIP on {dataset} (an external dataset) needs its "
+            "rewrite file (LaCLIP's published rewrites: edsam laclip-import); set "
+            "train.laclip.allow_rule_rewrites: true to train it with the deterministic rule's rewrites instead")
+    return path
 
 
 def write_rewrites_csv(captions, path: Path, max_chars: int = 1000) -> int:
@@ -115,6 +154,8 @@ def build_index(csv_path: Path, index_path: Path, max_chars: int = 1000) -> dict
     with atomic_path(index_path) as tmp:
         db = sqlite3.connect(tmp)
         db.execute("CREATE TABLE rewrites (digest BLOB PRIMARY KEY, variants TEXT NOT NULL)")
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO meta VALUES ('normalisation', ?)", (NORMALISATION,))
         with open(csv_path, newline="", encoding="utf-8") as handle:
             reader = csv.reader(handle)
             header = next(reader, None)
@@ -140,14 +181,20 @@ class RewriteSampler:
     The SQLite connection and the random generator are opened lazily in each
     process (data-loader workers are forked), and the generator is seeded from
     (seed, rank, worker id): workers do not draw in lockstep, and every run of
-    one config draws the same captions.
+    one config draws the same captions. Lookups and hits are counted in shared
+    memory made before the workers fork, so the training process reads every
+    worker's counts (:meth:`take_counts`).
     """
 
     def __init__(self, tokenizer, index_path: str, seed: int = 0):
+        import multiprocessing
+
         self.tokenizer = tokenizer
         self.index_path = str(index_path)
         self.seed = seed
         self._pid = None
+        self._counts = multiprocessing.Array("q", 2)  # lookups, hits
+        check_index(self.index_path)
 
     def __getattr__(self, name):
         if name in ("tokenizer", "__setstate__"):
@@ -166,9 +213,19 @@ class RewriteSampler:
         if self._pid != os.getpid():
             self._open()
         row = self._db.execute("SELECT variants FROM rewrites WHERE digest = ?", (caption_digest(caption),)).fetchone()
+        with self._counts.get_lock():
+            self._counts[0] += 1
+            self._counts[1] += row is not None
         if row is None:
             return caption
         return self._rng.choice([caption, *json.loads(row[0])])
+
+    def take_counts(self) -> dict:
+        """Lookups and hits since the last call (all processes), and their ratio; the counters restart."""
+        with self._counts.get_lock():
+            lookups, hits = self._counts[0], self._counts[1]
+            self._counts[0] = self._counts[1] = 0
+        return {"lookups": lookups, "hits": hits, "hit_rate": hits / lookups if lookups else None}
 
     def __call__(self, texts, *args, **kwargs):
         if isinstance(texts, str):
@@ -176,3 +233,25 @@ class RewriteSampler:
         else:
             texts = [self.draw(t) for t in texts]
         return self.tokenizer(texts, *args, **kwargs)
+
+
+def check_index(index_path: str) -> None:
+    """Refuse an index whose keys were not normalised as lookups are (one built by an older version)."""
+    db = sqlite3.connect(f"file:{Path(index_path).resolve()}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'normalisation'").fetchone()
+    except sqlite3.DatabaseError:
+        row = None
+    finally:
+        db.close()
+    if row is None or row[0] != NORMALISATION:
+        raise ValueError(f"{index_path}: rewrite index keyed without caption normalisation ({NORMALISATION}); "
+                         "rebuild it (edsam laclip-index)")
+
+
+def hit_rate(index_path: str, captions, limit: int = 2000) -> dict:
+    """Share of (up to ``limit``) captions the index has rewrites for: the training job's first check."""
+    sampler = RewriteSampler(lambda texts: texts, index_path)
+    for _, caption in zip(range(limit), captions):
+        sampler.draw(caption)
+    return sampler.take_counts()

@@ -10,15 +10,18 @@ them:
 
 * ``create_model_and_transforms``: wrap the model in ``VariantCLIP`` (ADA,
   AdvStyle, SLIP) and give SLIP its multi-view transform;
-* ``get_tokenizer``: LaCLIP's per-load caption draw;
+* ``get_tokenizer``: LaCLIP's per-load caption draw (its rewrite-index hit
+  rate is recorded per epoch, and the run stops below its minimum);
 * ``create_loss``: ``VariantLoss`` (extra loss terms, loss bookkeeping);
 * ``train_one_epoch``: appends each finished epoch's facts to
-  ``<logs>/<name>/edsam_epochs.jsonl`` (rank 0).
+  ``<logs>/<name>/edsam_epochs.jsonl`` (rank 0): loss, steps, samples, and
+  ADA's / AdvStyle's mean perturbation norm and LaCLIP's rewrite hit rate.
 
 and, through :mod:`edsam.train.seeding`, seeds the webdataset sample shuffle
-that open_clip_train leaves seeded by the clock.
+that open_clip_train leaves seeded by the clock; through
+:mod:`edsam.train.mixing`, mixes real and synthetic shards per sample.
 
-Everything else (data pipeline, optimiser, schedule, AMP, DDP, checkpoints,
+Everything else (data pipeline stages, optimiser, schedule, AMP, DDP, checkpoints,
 ``--resume latest``) is open_clip_train's, unchanged.
 """
 
@@ -31,7 +34,7 @@ import sys
 import time
 from contextlib import contextmanager
 
-from edsam.train import seeding
+from edsam.train import mixing, seeding
 from edsam.train.objectives import AdaSettings, AdvStyleSettings, SlipSettings, VariantCLIP, VariantLoss
 
 PATCHED = ("create_model_and_transforms", "get_tokenizer", "create_loss", "train_one_epoch")
@@ -51,6 +54,7 @@ def split_argv(argv: list[str]) -> tuple[dict, list[str]]:
 
 
 def _wrap_model_factory(original, objective: dict):
+    import torch
     from open_clip import get_model_preprocess_cfg
 
     from edsam.train.views import MultiView
@@ -63,28 +67,44 @@ def _wrap_model_factory(original, objective: dict):
         if perturbation is None and slip is None:
             return model, preprocess_train, preprocess_val
         parameter = next(model.parameters())
+        distributed_gpus = torch.distributed.is_initialized() and parameter.device.type == "cuda"
         wrapped = VariantCLIP(model, perturbation, AdaSettings(**objective.get("ada", {})),
                               AdvStyleSettings(**objective.get("advstyle", {})), slip,
-                              embed_dim=model.visual.output_dim)
+                              sync_batchnorm=distributed_gpus and torch.distributed.get_world_size() > 1)
         wrapped.to(device=parameter.device, dtype=parameter.dtype)
         if slip is not None:
             cfg = get_model_preprocess_cfg(model)
             size = cfg["size"] if isinstance(cfg["size"], int) else cfg["size"][0]
-            preprocess_train = MultiView(preprocess_train, size, cfg["mean"], cfg["std"])
+            preprocess_train = MultiView(size, cfg["mean"], cfg["std"])
         return wrapped, preprocess_train, preprocess_val
 
     return create_model_and_transforms
 
 
-def _wrap_tokenizer_factory(original, objective: dict):
+def _wrap_tokenizer_factory(original, objective: dict, made: dict):
     from edsam.train.captions import RewriteSampler
 
     def get_tokenizer(*args, **kwargs):
         tokenizer = original(*args, **kwargs)
         index = objective.get("rewrites_index")
-        return RewriteSampler(tokenizer, index, objective.get("seed", 0)) if index else tokenizer
+        if index:
+            tokenizer = made["rewrites"] = RewriteSampler(tokenizer, index, objective.get("seed", 0))
+        return tokenizer
 
     return get_tokenizer
+
+
+class RewriteHitRateTooLow(RuntimeError):
+    """LaCLIP's captions mostly missed the rewrite index: it would train plain CLIP under LaCLIP's name."""
+
+
+def check_hit_rate(counts: dict | None, objective: dict, epoch: int) -> None:
+    """An epoch's rewrite-index counts (this rank's loaders) against train.laclip.min_hit_rate."""
+    minimum = objective.get("laclip_min_hit_rate") or 0.0
+    if counts and counts["lookups"] and counts["hit_rate"] < minimum:
+        raise RewriteHitRateTooLow(
+            f"epoch {epoch}: the rewrite index {objective['rewrites_index']} had rewrites for {counts['hits']} of "
+            f"{counts['lookups']} captions ({counts['hit_rate']:.1%} < train.laclip.min_hit_rate {minimum:.0%})")
 
 
 def _wrap_loss_factory(original, objective: dict):
@@ -96,17 +116,22 @@ def _wrap_loss_factory(original, objective: dict):
     return create_loss
 
 
-def _wrap_epoch(original):
+def _wrap_epoch(original, objective: dict, made: dict):
     def train_one_epoch(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, tb_writer=None):
         loss.reset()
         started = time.time()
         original(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, tb_writer=tb_writer)
+        hits = made["rewrites"].take_counts() if "rewrites" in made else None
+        variant = getattr(model, "module", model)  # DDP wraps the VariantCLIP
+        perturbation = variant.take_perturbation_stats() if isinstance(variant, VariantCLIP) else None
         if args.rank == 0:
             record = {"epoch": epoch + 1, "steps": loss.steps, "mean_loss": loss.total / max(loss.steps, 1),
                       "last_loss": loss.last, "samples": data["train"].dataloader.num_samples,
-                      "seconds": round(time.time() - started, 3)}
+                      "seconds": round(time.time() - started, 3), **({"laclip_rewrites": hits} if hits else {}),
+                      **({"perturbation": perturbation} if perturbation else {})}
             with open(os.path.join(args.logs, args.name, EPOCH_LOG), "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
+        check_hit_rate(hits, objective, epoch + 1)  # after the record: the epoch log shows the rate it stopped at
 
     return train_one_epoch
 
@@ -118,10 +143,11 @@ def install(objective: dict):
     missing = [name for name in PATCHED if not hasattr(trainer, name)]
     if missing:
         raise RuntimeError(f"open_clip_train.main no longer defines {missing}: edsam.train.entry needs updating")
+    made: dict = {}  # what the factories built that the epoch wrapper reads (the rewrite sampler)
     trainer.create_model_and_transforms = _wrap_model_factory(trainer.create_model_and_transforms, objective)
-    trainer.get_tokenizer = _wrap_tokenizer_factory(trainer.get_tokenizer, objective)
+    trainer.get_tokenizer = _wrap_tokenizer_factory(trainer.get_tokenizer, objective, made)
     trainer.create_loss = _wrap_loss_factory(trainer.create_loss, objective)
-    trainer.train_one_epoch = _wrap_epoch(trainer.train_one_epoch)
+    trainer.train_one_epoch = _wrap_epoch(trainer.train_one_epoch, objective, made)
     return trainer
 
 
@@ -135,7 +161,7 @@ def installed(objective: dict):
     originals = {name: getattr(trainer, name) for name in PATCHED}
     handlers = list(logging.root.handlers)
     try:
-        with seeding.installed():
+        with seeding.installed(), mixing.installed(objective.get("mix")):
             yield install(objective)
     finally:
         for name, function in originals.items():

@@ -59,6 +59,7 @@ class TrainSettings:
     ada: dict = field(default_factory=dict)
     advstyle: dict = field(default_factory=dict)
     slip: dict = field(default_factory=dict)
+    laclip: dict = field(default_factory=dict)  # min_hit_rate
     extra_args: tuple = ()
 
     def __post_init__(self):
@@ -116,8 +117,30 @@ def check_shard(path: str, expected: int) -> None:
         raise TrainInputError(f"{path}: shard holds {captions} captioned samples, its manifest says {expected}")
 
 
+def check_rewrite_hits(index: str, shard_sets: list, min_hit_rate: float) -> None:
+    """Fail before training when the rewrite index misses the first shards' captions (a rewrite file of
+    another dataset, or of other caption text); the per-epoch rate is checked again as training runs."""
+    from edsam.shards import iter_samples
+    from edsam.train.captions import hit_rate
+
+    if not os.path.isfile(index):
+        raise TrainInputError(f"{index}: caption rewrite index is missing")
+    for shards in filter(None, shard_sets):
+        captions = (s["txt"].decode("utf-8", errors="replace") for s in iter_samples(shards.paths[0]) if "txt" in s)
+        try:
+            counts = hit_rate(index, captions)
+        except ValueError as error:
+            raise TrainInputError(str(error)) from None
+        if counts["lookups"] and counts["hit_rate"] < min_hit_rate:
+            raise TrainInputError(
+                f"{index}: has rewrites for {counts['hits']} of the first {counts['lookups']} captions of "
+                f"{shards.paths[0]} ({counts['hit_rate']:.1%} < train.laclip.min_hit_rate {min_hit_rate:.0%}): "
+                "the rewrite file does not match this dataset's captions")
+
+
 def compact_urls(paths: tuple[str, ...]) -> list[str]:
-    """Shard paths -> brace patterns, one per run of consecutive numbers in a folder.
+    """Shard paths -> brace patterns, one per run of consecutive numbers in a folder (and name suffix:
+    a synthetic set's ``00000_j003.tar`` ... ``00331_j003.tar`` is ``{00000..00331}_j003.tar``).
 
     40k LAION shards spelled out one by one would overflow the kernel's argv limit.
     """
@@ -125,22 +148,22 @@ def compact_urls(paths: tuple[str, ...]) -> list[str]:
 
     def flush():
         if run:
-            folder, width, first, last = run[0][0], run[0][1], run[0][2], run[-1][2]
+            folder, width, suffix, first, last = *run[0][:3], run[0][3], run[-1][3]
             if first == last:
-                patterns.append(f"{folder}/{first:0{width}d}.tar")
+                patterns.append(f"{folder}/{first:0{width}d}{suffix}.tar")
             else:
-                patterns.append(f"{folder}/{{{first:0{width}d}..{last:0{width}d}}}.tar")
+                patterns.append(f"{folder}/{{{first:0{width}d}..{last:0{width}d}}}{suffix}.tar")
             run.clear()
 
     for path in paths:
         folder, name = os.path.split(path)
-        match = re.fullmatch(r"(\d+)\.tar", name)
+        match = re.fullmatch(r"(\d+)(\D[^{}]*)?\.tar", name)
         if not match:
             flush()
             patterns.append(path)
             continue
-        entry = (folder, len(match.group(1)), int(match.group(1)))
-        if run and not (run[-1][0] == folder and run[-1][1] == entry[1] and run[-1][2] + 1 == entry[2]):
+        entry = (folder, len(match.group(1)), match.group(2) or "", int(match.group(1)))
+        if run and not (run[-1][:3] == entry[:3] and run[-1][3] + 1 == entry[3]):
             flush()
         run.append(entry)
     flush()
@@ -148,13 +171,14 @@ def compact_urls(paths: tuple[str, ...]) -> list[str]:
 
 
 def data_arguments(real: ShardSet, synthetic: ShardSet | None, ratio: float,
-                   budget: str = "samples") -> tuple[list[str], int]:
-    """--train-data etc. and the samples per epoch.
+                   budget: str = "samples") -> tuple[list[str], int, dict | None]:
+    """--train-data etc., the samples per epoch, and the per-sample mix of real and synthetic data.
 
-    Real and synthetic shards form one resampled stream [choice, spec section 4].
-    open_clip picks a shard with probability proportional to its weight, so to
-    draw ``ratio`` synthetic samples per real one the synthetic shards weigh
-    ``ratio * real_samples / synthetic_samples`` against 1 for real shards.
+    Real and synthetic shards are two resampled streams mixed per sample
+    [choice, spec section 4]: each sample is synthetic with probability
+    ``ratio / (1 + ratio)``, so every batch holds about that share
+    (:mod:`edsam.train.mixing`; open_clip's own shard weighting gave batches
+    that were all real or all synthetic). ``mix`` goes to edsam.train.entry.
 
     The epoch's length is the training budget. ``samples`` (default): every run
     sees ``real_samples`` samples per epoch, as its real-only baseline does, so
@@ -164,15 +188,12 @@ def data_arguments(real: ShardSet, synthetic: ShardSet | None, ratio: float,
     every real sample once on average plus its synthetic share (the paper's
     loss adds L(x*, p) to L(x, p); (1 + ratio)x the steps of the baseline).
     """
-    real_urls = compact_urls(real.paths)
+    real_urls = "::".join(compact_urls(real.paths))
     if synthetic is None or ratio == 0:
-        return ["--train-data", "::".join(real_urls), "--dataset-resampled"], real.samples
-    synthetic_urls = compact_urls(synthetic.paths)
-    weight = ratio * real.samples / synthetic.samples
-    factors = ["1"] * len(real_urls) + [repr(weight)] * len(synthetic_urls)
-    args = ["--train-data", "::".join(real_urls + synthetic_urls), "--dataset-resampled",
-            "--train-data-upsampling-factors", "::".join(factors)]
-    return args, real.samples if budget == "samples" else round(real.samples * (1 + ratio))
+        return ["--train-data", real_urls, "--dataset-resampled"], real.samples, None
+    mix = {"streams": [real_urls, "::".join(compact_urls(synthetic.paths))], "weights": [1.0, ratio]}
+    args = ["--train-data", "::".join(mix["streams"]), "--dataset-resampled"]
+    return args, real.samples if budget == "samples" else round(real.samples * (1 + ratio)), mix
 
 
 def model_config(model: str) -> dict:
@@ -192,14 +213,18 @@ def model_config(model: str) -> dict:
 
 
 def check_variant(settings: TrainSettings) -> None:
-    """Masking drops ViT patches; open_clip would silently ignore it on a ResNet tower."""
+    """Masking drops ViT patches (open_clip would silently ignore it on a ResNet tower); SLIP's SimCLR head
+    reads an open_clip ViT's or ModifiedResNet's features before CLIP's projection (not a timm tower's)."""
     vision = model_config(settings.model).get("vision_cfg", {})
     if settings.regulariser == "masking" and "patch_size" not in vision and "timm_model_name" not in vision:
         raise TrainInputError(f"masking (patch dropout) needs a ViT image tower; {settings.model} has none")
+    if settings.method == "slip" and vision.get("timm_model_name"):
+        raise TrainInputError(f"SLIP needs an open_clip ViT or ModifiedResNet image tower; {settings.model} has "
+                              f"timm's {vision['timm_model_name']}")
 
 
-def objective(settings: TrainSettings, rewrites_index: str | None) -> dict:
-    """What edsam.train.entry adds to open_clip_train for this run."""
+def objective(settings: TrainSettings, rewrites_index: str | None, mix: dict | None = None) -> dict:
+    """What edsam.train.entry adds to open_clip_train for this run (``mix``: see :func:`data_arguments`)."""
     if settings.method == "laclip" and not rewrites_index:
         raise TrainInputError("LaCLIP needs a caption rewrite index (train.laclip.rewrites)")
     return {
@@ -207,7 +232,8 @@ def objective(settings: TrainSettings, rewrites_index: str | None) -> dict:
         "ada": settings.ada, "advstyle": settings.advstyle,
         "slip": settings.slip if settings.method == "slip" else None,
         "rewrites_index": rewrites_index if settings.method == "laclip" else None,
-        "seed": settings.seed,
+        "laclip_min_hit_rate": settings.laclip.get("min_hit_rate", 0.0) if settings.method == "laclip" else None,
+        "seed": settings.seed, "mix": mix,
     }
 
 
@@ -313,15 +339,15 @@ def train(settings: TrainSettings, real_manifest: str, synthetic_manifest: str |
     check_variant(settings)
     real = ShardSet.from_manifest(real_manifest)
     synthetic = ShardSet.from_manifest(synthetic_manifest) if synthetic_manifest else None
-    if rewrites_index and settings.method == "laclip" and not os.path.isfile(rewrites_index):
-        raise TrainInputError(f"{rewrites_index}: caption rewrite index is missing")
-    data_args, samples_per_epoch = data_arguments(real, synthetic, settings.synthetic_ratio, settings.budget)
+    if rewrites_index and settings.method == "laclip":
+        check_rewrite_hits(rewrites_index, [real, synthetic], settings.laclip.get("min_hit_rate", 0.0))
+    data_args, samples_per_epoch, mix = data_arguments(real, synthetic, settings.synthetic_ratio, settings.budget)
     logs = out_dir / "open_clip"
     inputs_digest = hashlib.sha256(b"".join(sha256_file(m).encode() for m in filter(None, [
         real_manifest, synthetic_manifest, rewrites_index if settings.method == "laclip" else None]))).hexdigest()
     prepare_run_dir(logs, f"{settings.digest(resumable=True)}-{inputs_digest[:16]}")
     device = "cuda" if gpus > 0 else "cpu"
-    entry_args = ["--edsam-objective", json.dumps(objective(settings, rewrites_index))]
+    entry_args = ["--edsam-objective", json.dumps(objective(settings, rewrites_index, mix))]
     entry_args += openclip_arguments(settings, data_args, samples_per_epoch, logs, device,
                                      distributed=gpus * nodes > 1)
     started = time.time()

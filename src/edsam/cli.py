@@ -82,6 +82,14 @@ def _cmd_ldm_init(args) -> int:
     return 0
 
 
+def _cmd_ldm_build(args) -> int:
+    from edsam.ldm.architecture import build_random_pipeline
+
+    facts = build_random_pipeline(args.architecture, args.out, seed=args.seed, half=not args.fp32)
+    print(json.dumps({k: facts[k] for k in ("pipeline", "parameters", "dtype")}))
+    return 0
+
+
 def _cmd_ldm_train(args) -> int:
     from edsam.download import shard_paths
     from edsam.ldm.train import LDMTrainSettings, train_ldm
@@ -297,6 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--out", required=True)
     init.set_defaults(func=_cmd_ldm_init)
 
+    build = sub.add_parser("ldm-build", help="a published pipeline architecture with random weights (diffusers folder)")
+    build.add_argument("--architecture", required=True, help="a folder of component configs, or a name under "
+                                                               "models/architectures/")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--fp32", action="store_true", help="write fp32 weights (default: fp16, half the size)")
+    build.add_argument("--out", required=True)
+    build.set_defaults(func=_cmd_ldm_build)
+
     train = sub.add_parser("ldm-train", help="train one stage of an LDM on the shards a manifest lists")
     train.add_argument("--source", required=True, help="the pipeline folder to start from")
     train.add_argument("--manifest", required=True, help="a manifest.json listing the training shards")
@@ -422,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # The commands that load diffusers / transformers models. Only these pay for importing them (~9 CPU-s):
 # the manifest and subset jobs of every synthetic set used to.
-MODEL_COMMANDS = frozenset({"ldm-init", "ldm-train", "ldm-release", "augment", "ldm-fidelity"})
+MODEL_COMMANDS = frozenset({"ldm-init", "ldm-build", "ldm-train", "ldm-release", "augment", "ldm-fidelity"})
 
 
 def quiet_model_libraries() -> None:

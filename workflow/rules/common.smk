@@ -18,7 +18,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [PACKAGE_SRC, os.environ.get("PYTHONPATH")]))
 )
 
-from edsam.config import cross_check, explain_errors, load_schema  # noqa: E402
+from edsam.config import cross_check, drop_removed_entries, explain_errors, load_schema  # noqa: E402
 from edsam.corpus import CLASSNAMES  # noqa: E402
 from edsam.evaluate.run import evaluation_pairs  # noqa: E402
 
@@ -29,6 +29,7 @@ if not config:
         "no config given: run with --profile profiles/local (embedded default) "
         "or --configfile config/config.yaml (paper scale)"
     )
+drop_removed_entries(config)  # `name: null` in a later --configfile removes that entry (config/rehearsal.yaml)
 try:
     validate(config, schema=str(SCHEMA))
 except WorkflowError:
@@ -64,6 +65,7 @@ wildcard_constraints:
     teacher="|".join(map(re.escape, config["domainbed"]["teachers"])) or "no-teachers",
     variant="adip|sd",
     target=r"[A-Za-z0-9_-]+",
+    architecture=r"[A-Za-z0-9_.-]+",
 
 
 def corpus_dir():
@@ -174,9 +176,11 @@ def download_inputs(wildcards):
 
 # ---------------------------------------------------------------- LDMs
 def ldm_train_settings(kind):
-    """LDMTrainSettings for the tiny LDM's two pretraining stages or Table 4's retraining."""
+    """LDMTrainSettings for the tiny LDM's two pretraining stages or Table 4's retraining; every LDM job
+    trains where augmentation runs (augment.device: auto = the job's GPU when it has one)."""
     pretrain, retrain = config["ldm"]["pretrain"], config["ldm"]["retrain"]
-    common = {"seed": config["seed"], "resolution": config["ldm"]["tiny"]["image_size"]}
+    common = {"seed": config["seed"], "resolution": config["ldm"]["tiny"]["image_size"],
+              "device": config["augment"]["device"]}
     if kind == "autoencoder":
         return {**common, "stage": "autoencoder", "steps": pretrain["autoencoder_steps"],
                 "batch_size": pretrain["batch_size"], "lr": pretrain["autoencoder_lr"],
@@ -185,9 +189,9 @@ def ldm_train_settings(kind):
         return {**common, "stage": "diffusion", "steps": pretrain["diffusion_steps"],
                 "batch_size": pretrain["batch_size"], "lr": pretrain["diffusion_lr"],
                 "checkpoint_every": pretrain["checkpoint_every"], "ema_decay": pretrain["ema_decay"]}
-    return {**common, "stage": "diffusion", "steps": retrain["steps"], "batch_size": retrain["batch_size"],
-            "lr": retrain["lr"], "checkpoint_every": retrain["checkpoint_every"], "ema_decay": retrain["ema_decay"],
-            "train_text_encoder": retrain["train_text_encoder"], "reinit_unet": True,
+    keys = ("steps", "batch_size", "micro_batch_size", "lr", "weight_decay", "optimizer", "checkpoint_every",
+            "ema_decay", "caption_dropout", "train_text_encoder", "reinit", "gradient_checkpointing")
+    return {**common, "stage": "diffusion", **{k: retrain[k] for k in keys},
             "resolution": config["augment"]["resolution"]}
 
 
@@ -200,8 +204,16 @@ def bundled(path):
     return shipped if os.path.exists(shipped) else path
 
 
+ARCHITECTURE = "architecture:"
+
+
 def pretrained_ldm():
-    return bundled(config["augment"]["ldm"])
+    """augment.ldm: a folder or hub id, or architecture:NAME -- models/architectures/NAME built with random
+    weights by rule ldm_architecture (the rehearsal runs the paper's LDM this way)."""
+    source = config["augment"]["ldm"]
+    if source.startswith(ARCHITECTURE):
+        return f"{RESULTS}/ldm/architecture/{source.removeprefix(ARCHITECTURE)}"
+    return bundled(source)
 
 
 def ldm_source(ldm, dataset):
@@ -217,6 +229,8 @@ def pretrained_ldm_inputs(wildcards=None):
     """What the pretrained pipeline depends on: the training rule's train.json when the
     workflow trains it, its index file when it is a local folder, nothing for a hub id."""
     source = pretrained_ldm().rstrip("/")
+    if source.startswith(f"{RESULTS}/ldm/architecture/"):
+        return [f"{source}/model_index.json"]
     if source.startswith(f"{RESULTS}/"):
         return [os.path.join(os.path.dirname(source), "train.json")]
     return [os.path.join(source, "model_index.json")] if os.path.isdir(source) else []

@@ -106,6 +106,31 @@ def _cmd_ldm_release(args) -> int:
     return 0
 
 
+def _cmd_rehearsal_input(args) -> int:
+    from edsam import rehearsal
+
+    settings = json.loads(args.settings)
+    sizes, seed = settings["rehearsal"], settings["seed"]
+    if args.kind == "pairs":
+        facts = rehearsal.write_pairs(settings["dataset"], sizes["pairs"], sizes["image_size"], seed, args.out)
+    elif args.kind == "benchmark":
+        facts = rehearsal.write_benchmark(settings["dataset"], sizes, seed, args.out)
+    else:
+        facts = rehearsal.write_domainbed_root(settings["domains"], settings["classes"], sizes, seed, args.out)
+    print(json.dumps(facts))
+    return 0
+
+
+def _cmd_rehearsal_summary(args) -> int:
+    from edsam.fileio import write_json_atomic
+    from edsam.rehearsal import summarize
+
+    summary = summarize(args.results)
+    write_json_atomic(args.out, summary)
+    print(json.dumps(summary["counts"]))
+    return 0
+
+
 def _cmd_augment(args) -> int:
     from edsam.augment.generate import AugmentSettings
     from edsam.augment.groups import augment_group
@@ -165,6 +190,10 @@ def _cmd_train(args) -> int:
     except TrainInputError as err:
         print(f"edsam train: error: {err}", file=sys.stderr)
         return 1
+    if args.drop_checkpoints:
+        from edsam.train.run import drop_checkpoints
+
+        drop_checkpoints(args.out)
     print(json.dumps({k: facts[k] for k in ("epochs", "samples_seen", "first_epoch_loss", "final_loss")}))
     return 0
 
@@ -326,6 +355,17 @@ def build_parser() -> argparse.ArgumentParser:
     release.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")
     release.set_defaults(func=_cmd_ldm_release)
 
+    stand_in = sub.add_parser("rehearsal-input", help="a generated stand-in input of the paper-scale rehearsal")
+    stand_in.add_argument("--kind", required=True, choices=["pairs", "benchmark", "domainbed"])
+    stand_in.add_argument("--settings", required=True, help="the entry's config, the rehearsal block and the seed")
+    stand_in.add_argument("--out", required=True)
+    stand_in.set_defaults(func=_cmd_rehearsal_input)
+
+    summary = sub.add_parser("rehearsal-summary", help="what a rehearsal run built: tables, runs, LDMs, results")
+    summary.add_argument("--results", required=True, help="the results_dir")
+    summary.add_argument("--out", required=True)
+    summary.set_defaults(func=_cmd_rehearsal_summary)
+
     augment = sub.add_parser("augment", help="ED-SAM: a group of source shards -> their synthetic shards")
     augment.add_argument("--ldm", required=True, help="pipeline folder or hub id")
     augment.add_argument("--sources", nargs="+", required=True, help="the real shards (.tar) of the group")
@@ -362,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     clip_train.add_argument("--nodes", type=int, default=1)
     clip_train.add_argument("--out", required=True, help="run folder (open_clip logs + exported model/)")
     clip_train.add_argument("--facts", required=True, help="where to write the run's facts JSON")
+    clip_train.add_argument("--drop-checkpoints", action="store_true",
+                            help="delete open_clip_train's checkpoints once the model is exported (train.keep_checkpoints)")
     clip_train.set_defaults(func=_cmd_train)
 
     rewrites = sub.add_parser("laclip-rewrites", help="caption rewrites by the deterministic rule (demo LaCLIP)")

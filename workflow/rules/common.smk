@@ -73,13 +73,23 @@ def corpus_dir():
 
 
 def dataset_config(name):
-    """A dataset's config entry with the demo corpus's paths filled in."""
+    """A dataset's config entry with the demo corpus's or the rehearsal's generated paths filled in."""
     dataset = dict(config["datasets"][name])
-    if dataset.pop("source") == "corpus":
+    source = dataset.pop("source")
+    if source == "corpus":
         dataset.setdefault("url_list", f"{corpus_dir()}/urls.parquet")
         dataset.setdefault("loopback_root", f"{corpus_dir()}/images")
         dataset.setdefault("expected_samples", corpus_train_rows())
+    elif source == "rehearsal":
+        folder = rehearsal_dir("pairs", name)
+        dataset.update(url_list=f"{folder}/urls.{dataset.get('input_format', 'parquet')}",
+                       loopback_root=f"{folder}/images", expected_samples=config["rehearsal"]["pairs"])
     return dataset
+
+
+def rehearsal_dir(kind, name):
+    """Where the rehearsal's generated stand-in for a dataset, benchmark or DomainBed root is written."""
+    return f"{RESULTS}/rehearsal/{kind}/{name}"
 
 
 def corpus_train_rows():
@@ -169,8 +179,11 @@ def download_inputs(wildcards):
     External lists are checked when the job starts (a clear error naming the
     file), so the paper-scale DAG builds before any data is staged.
     """
-    if config["datasets"][wildcards.dataset]["source"] == "corpus":
+    source = config["datasets"][wildcards.dataset]["source"]
+    if source == "corpus":
         return rules.corpus.output.marker
+    if source == "rehearsal":
+        return f"{rehearsal_dir('pairs', wildcards.dataset)}/pairs.json"
     return []
 
 
@@ -255,7 +268,7 @@ def augment_settings(wildcards):
         "augment": {"m": int(wildcards.m), "rho": float(wildcards.rho), "seed": config["seed"],
                     "resolution": augment["resolution"], "batch_size": augment["batch_size"],
                     "max_image_pixels": config["download"]["max_image_pixels"],
-                    "encode_format": augment["encode_format"],
+                    "encode_format": augment["encode_format"], "max_samples": augment["max_samples_per_shard"],
                     "model_id": ldm_source(wildcards.ldm, wildcards.dataset)},
         "sampler": sampler_settings(wildcards.transform),
         "device": augment["device"], "precision": augment["precision"],
@@ -394,13 +407,16 @@ def readme_figures(wildcards=None):
 def benchmark_root(name):
     """Where a benchmark's clip_benchmark webdataset root is (demo domains are built under results/)."""
     spec = config["evaluate"]["benchmarks"][name]
+    if spec.get("rehearsal"):
+        return rehearsal_dir("benchmarks", name)
     return spec["root"] if "root" in spec else f"{RESULTS}/benchmarks/{name}"
 
 
 def benchmark_marker(name):
     """The packaging rule's marker for a corpus-built benchmark; nothing for a staged one (checked at run time)."""
-    if "corpus_domain" in config["evaluate"]["benchmarks"][name]:
-        return f"{RESULTS}/benchmarks/{name}/benchmark.json"
+    spec = config["evaluate"]["benchmarks"][name]
+    if "corpus_domain" in spec or spec.get("rehearsal"):
+        return f"{benchmark_root(name)}/benchmark.json"
     return []
 
 
@@ -475,12 +491,16 @@ def dg_domains(dbset):
 def dg_root(dbset):
     """A staged DomainBed root, or the demo corpus's domains exported under results/."""
     spec = DG_DATASETS[dbset]
+    if spec.get("rehearsal"):
+        return rehearsal_dir("domainbed", dbset)
     return f"{RESULTS}/domainbed/data/{dbset}" if spec.get("corpus") else spec["root"]
 
 
 def dg_data_marker(wildcards):
-    """The export rule's marker for the corpus; nothing for a staged root (checked when the job starts)."""
-    return f"{RESULTS}/domainbed/data/{wildcards.dbset}/domainbed.json" if DG_DATASETS[wildcards.dbset].get("corpus") else []
+    """The marker of the rule that writes a corpus or rehearsal root; nothing for a staged root (checked when the
+    job starts)."""
+    spec = DG_DATASETS[wildcards.dbset]
+    return f"{dg_root(wildcards.dbset)}/domainbed.json" if spec.get("corpus") or spec.get("rehearsal") else []
 
 
 def teacher_dir(name):

@@ -41,6 +41,15 @@ class AugmentSettings:
     max_caption_chars: int = 1000
     encode_format: str = "jpg"
     model_id: str = ""
+    max_samples: int | None = None  # the first N samples (by key) of each shard only; None: all
+
+    def record(self) -> dict:
+        """The settings a shard's stats record (and a rerun must match); an unset limit is left out, so shards
+        made before the limit existed still count as finished."""
+        values = asdict(self)
+        if self.max_samples is None:
+            del values["max_samples"]
+        return values
 
 
 def sample_seed(seed: int, key: str, j: int) -> int:
@@ -93,6 +102,7 @@ def augment_shard(sampler: EDSAMSampler, source_tar, out_tar, settings: AugmentS
     started = time.monotonic()
     real, skipped = load_real_samples(source_tar, settings.resolution, settings.max_image_pixels,
                                       settings.max_caption_chars)
+    real = real[: settings.max_samples]
     written = 0
     provenance = {"model_id": settings.model_id, "steps": sampler.settings.steps, "rho": settings.rho,
                   "m": settings.m, "transform": sampler.settings.transform,
@@ -115,7 +125,7 @@ def augment_shard(sampler: EDSAMSampler, source_tar, out_tar, settings: AugmentS
     return {"source": str(source_tar), "real_samples": len(real), "skipped": skipped, "synthetic_samples": written,
             "seconds": round(seconds, 3), "real_images_per_second": round(len(real) / seconds, 3) if seconds else None,
             "synthetic_images_per_second": round(written / seconds, 3) if seconds else None,
-            "settings": asdict(settings), "sampler": asdict(sampler.settings)}
+            "settings": settings.record(), "sampler": asdict(sampler.settings)}
 
 
 def load_sampler(ldm_source: str, sampler_settings: SamplerSettings, local_files_only: bool = True,

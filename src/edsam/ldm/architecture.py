@@ -118,13 +118,9 @@ def _build_tokenizer(cls, folder: Path, work: Path, vocab_size: int):
     raise ValueError(f"{folder}: no offline vocabulary for a {cls.__name__}")
 
 
-def build_random_pipeline(architecture, out_dir: str | Path, seed: int = 0, half: bool = True) -> dict:
-    """Every component of ``architecture`` with random weights, saved as a diffusers folder in ``out_dir``.
-
-    Weights are written in fp16 when ``half`` (random weights lose nothing, and
-    the paper's LDM is 6.2 GB in fp32); loaders cast to their own precision.
-    Returns the facts written to ``out_dir/edsam_architecture.json``.
-    """
+def random_pipeline(architecture, seed: int = 0):
+    """Every component of ``architecture`` (a folder of configs or a name under models/architectures/) with
+    random weights, as a diffusers pipeline in memory; and the parameter count of each model component."""
     import diffusers
     import torch
 
@@ -141,16 +137,29 @@ def build_random_pipeline(architecture, out_dir: str | Path, seed: int = 0, half
         if isinstance(components[name], torch.nn.Module):
             parameters[name] = sum(p.numel() for p in components[name].parameters())
     text_encoder = next(m for m in components.values() if hasattr(getattr(m, "config", None), "vocab_size"))
-    out_dir = Path(out_dir)
-    with tempfile.TemporaryDirectory() as work:  # the vocabulary files; save_pretrained writes the tokenizer's own
+    with tempfile.TemporaryDirectory() as work:  # the vocabulary is read into the tokenizer here
         components["tokenizer"] = _build_tokenizer(_component_class(*entries["tokenizer"]), source / "tokenizer",
                                                    Path(work), text_encoder.config.vocab_size)
-        pipeline = getattr(diffusers, index["_class_name"])(**components)
-        if half:
-            pipeline.to(torch.float16)
-        pipeline.save_pretrained(str(out_dir), safe_serialization=True)
+    return getattr(diffusers, index["_class_name"])(**components), parameters
+
+
+def build_random_pipeline(architecture, out_dir: str | Path, seed: int = 0, half: bool = True) -> dict:
+    """:func:`random_pipeline`, saved as a diffusers folder in ``out_dir``.
+
+    Weights are written in fp16 when ``half`` (random weights lose nothing, and
+    the paper's LDM is 6.2 GB in fp32); loaders cast to their own precision.
+    Returns the facts written to ``out_dir/edsam_architecture.json``.
+    """
+    import torch
+
+    source = architecture_dir(architecture)
+    pipeline, parameters = random_pipeline(source, seed)
+    if half:
+        pipeline.to(torch.float16)
+    out_dir = Path(out_dir)
+    pipeline.save_pretrained(str(out_dir), safe_serialization=True)
     facts = {
-        "architecture": str(source), "pipeline": index["_class_name"], "seed": seed,
+        "architecture": str(source), "pipeline": type(pipeline).__name__, "seed": seed,
         "dtype": "float16" if half else "float32", "parameters": parameters,
         "config_sha256": {str(p.relative_to(source)): sha256_file(p) for p in sorted(source.rglob("*.json"))},
         "weights": "random (torch's default initialisation of each component class)",

@@ -2,11 +2,14 @@
 
 For every stage of ``config/config.yaml``'s ``all`` (every run the eight tables and the DomainBed stage need):
 
-* **FLOPs per unit of work**, counted by ``torch.utils.flop_counter.FlopCounterMode`` on the real modules
-  (the paper's LDM from ``models/architectures/ldm-text2im-large-256``, open_clip's ViT-B-16 / RN50 wrapped
-  in this project's own training objectives, timm's ResNet-50) on the meta device: exact shapes, no memory;
-* **activation memory per sample**, measured: the peak RSS of the same modules on the CPU at two batch sizes,
-  one subprocess per case (``--no-memory`` skips it);
+* **FLOPs per unit of work**, counted with ``torch.utils.flop_counter``'s per-operator formulas on the real
+  modules (the paper's LDM from ``models/architectures/ldm-text2im-large-256``, open_clip's ViT-B-16 / RN50
+  wrapped in this project's own training objectives, timm's ResNet-50) on the meta device: exact shapes, no
+  memory;
+* **activation memory per sample**: for inference, measured -- the peak RSS the LDM's components add on the
+  CPU at two batch sizes, one subprocess per case; for training, the bytes autograd saves for the backward
+  pass, counted on the meta device (checked against the CPU's peak RSS for one case). ``--no-memory`` skips
+  both;
 * **work** from the config: synthetic images per set, samples per training, evaluated images, steps;
 * **GPU-hours** = FLOPs / (peak x utilisation) on A100 and H100, and whether a job's batch fits in 40 / 80 GB:
   weights (+ gradients and AdamW state when training) + batch x activations per sample (halved in fp16/AMP).
@@ -23,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -243,29 +245,69 @@ def count_flops(case, batch: int = 2) -> tuple[float, int]:
     return counter.total / batch, sum(p.numel() for p in module.parameters())
 
 
+def saved_bytes(case, batches=(2, 4)) -> float:
+    """Training activations per sample: the bytes autograd saves for the backward pass (parameters excluded),
+    counted on the meta device through saved-tensor hooks, between two batch sizes. For the UNet, trained with
+    gradient checkpointing, that is what is kept between its blocks; recomputing one block in the backward pass
+    briefly adds that block's activations."""
+    totals = []
+    for batch in batches:
+        build, run = case(batch)
+        seen = {}
+        with torch.device("meta"):
+            module = build()
+            parameters = {p.untyped_storage()._cdata for p in module.parameters()}
+
+            def pack(tensor):
+                storage = tensor.untyped_storage()
+                if storage._cdata not in parameters:
+                    seen[storage._cdata] = storage.nbytes()
+                return tensor
+
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+                run(module)
+        totals.append(sum(seen.values()))
+    return (totals[1] - totals[0]) / (batches[1] - batches[0])
+
+
+def _status(field: str) -> int:
+    """A /proc/self/status memory figure in bytes (VmRSS: now, VmHWM: the peak since the last reset)."""
+    return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text())[1]) * 1024
+
+
 def peak_rss_child(name: str, batches: list[int], config_path: str) -> None:
-    """Run in a subprocess: print the peak RSS after building the module and after each batch size."""
+    """Run in a subprocess: the memory each batch size's run adds to what the process held before it (the peak
+    RSS, reset before each run through /proc/self/clear_refs, minus the RSS then)."""
+    import ctypes
+    import gc
+
     config = load(config_path)
     torch.manual_seed(0)
     build, _ = cases(config, for_memory=True)[name](batches[0])
     module = build()
-    peaks = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024]
+    added = []
     for batch in batches:
         _, run = cases(config, for_memory=True)[name](batch)
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back, so the next run's peak is its own
+        before = _status("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
         run(module)
-        module.zero_grad(set_to_none=True) if hasattr(module, "zero_grad") else None
-        peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    print(json.dumps({"peaks": peaks, "batches": batches}))
+        added.append(_status("VmHWM") - before)
+        module.zero_grad(set_to_none=True)
+    print(json.dumps({"added": added, "batches": batches}))
 
 
 def activation_bytes(name: str, config_path: str, batches=(1, 2, 4)) -> float:
-    """Measured activation memory per sample: the growth of the peak RSS between the two largest of three batch
-    sizes (the smallest one lifts the peak above whatever building the module left)."""
+    """Measured activation memory per sample on the CPU: how much more a run of the largest batch adds than
+    one of the next largest (batch-independent allocations cancel), per sample. glibc's mmap threshold is
+    pinned so that freed tensors go back to the system instead of feeding the next run."""
+    env = {"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin", "NO_ALBUMENTATIONS_UPDATE": "1",
+           "MALLOC_MMAP_THRESHOLD_": "65536"}
     result = subprocess.run([sys.executable, __file__, "--config", config_path, "--child", name,
-                             "--batches", *map(str, batches)], capture_output=True, text=True, check=True,
-                            env={"OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin", "NO_ALBUMENTATIONS_UPDATE": "1"})
-    peaks = json.loads(result.stdout.strip().splitlines()[-1])["peaks"]
-    return max(peaks[3] - peaks[2], 0) / (batches[2] - batches[1])
+                             "--batches", *map(str, batches)], capture_output=True, text=True, check=True, env=env)
+    added = json.loads(result.stdout.strip().splitlines()[-1])["added"]
+    return max(added[2] - added[1], 0) / (batches[2] - batches[1])
 
 
 # ------------------------------------------------------------------------------------------ the paper config's work
@@ -392,8 +434,9 @@ def memory(config: dict, params: dict, act: dict) -> dict:
     ldm_params = params["ldm.unet"] + params["ldm.bert"] + params["ldm.vae_decode"]
     m_max = max(augment["m"], augment["m_superset"] or 0)
     b = augment["batch_size"]
+    # the sampler decodes B latents at a time (edsam.augment.sampler); the UNet sees all B*M at once
     phases = {"invert": b * act["ldm.unet"], "sample": b * m_max * act["ldm.unet"],
-              "decode": b * m_max * act["ldm.vae_decode"], "encode": b * act["ldm.vae_encode"]}
+              "decode": b * act["ldm.vae_decode"], "encode": b * act["ldm.vae_encode"]}
     out = {"augment": {"job": f"batch {b} real -> UNet batch {b * m_max} (M = {m_max}), fp16",
                        "gb": (2 * ldm_params + half * max(phases.values())) / GB,
                        "worst": max(phases, key=phases.get)}}
@@ -402,12 +445,13 @@ def memory(config: dict, params: dict, act: dict) -> dict:
     micro = retrain["micro_batch_size"] or retrain["batch_size"]
     per = act["ldm.unet.train"] + act["ldm.vae_encode"] + (act["ldm.bert.train"] if retrain["train_text_encoder"]
                                                              else act["ldm.bert"])
-    out["ldm"] = {"job": f"micro-batch {micro}, fp32, AdamW", "gb": (16 * trainable + 4 * ldm_params + micro * per) / GB}
+    out["ldm"] = {"job": f"micro-batch {micro}, fp32, AdamW",  # all weights fp32, + gradients and AdamW state
+                  "gb": (4 * ldm_params + 12 * trainable + micro * per) / GB}
+    for name in (k for k in act if k.startswith("train.")):
+        out[name.removeprefix("train.")] = {"job": f"batch {train['batch_size']} per GPU, AMP, AdamW",
+                                            "gb": (16 * params[name] + half * train["batch_size"] * act[name]) / GB}
     for key in train["models"]:
-        worst = max((k for k in act if k.startswith(f"train.{key}.")), key=act.get)
-        out[f"train {key}"] = {"job": f"batch {train['batch_size']} per GPU, AMP, AdamW ({worst.split('.')[-1]})",
-                               "gb": (16 * params[worst] + half * train["batch_size"] * act[worst]) / GB}
-        out[f"evaluate {key}"] = {"job": f"fine-tuning batch {evaluate['finetune']['batch_size']}, AdamW",
+        out[f"finetune {key}"] = {"job": f"fine-tuning batch {evaluate['finetune']['batch_size']}, fp32, AdamW",
                                   "gb": (16 * params[f"finetune.{key}"]
                                          + evaluate["finetune"]["batch_size"] * act[f"finetune.{key}"]) / GB}
     vl2v = config["domainbed"]["vl2v"]
@@ -419,12 +463,12 @@ def memory(config: dict, params: dict, act: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ report
-def measured_activations(names: list[str], config_path: str, cache: str | None) -> dict:
+def measured_activations(names: list[str], config_path: str, cache: str | None, batches=(1, 2, 4)) -> dict:
     """activation_bytes for every name, kept in ``cache`` (JSON) as they come: one case takes minutes on a CPU."""
     known = json.loads(Path(cache).read_text()) if cache and Path(cache).exists() else {}
     for name in names:
         if name not in known:
-            known[name] = activation_bytes(name, config_path)
+            known[name] = activation_bytes(name, config_path, batches)
             if cache:
                 Path(cache).write_text(json.dumps(known, indent=1))
     return {name: known[name] for name in names}
@@ -438,11 +482,17 @@ def report(config_path: str, utilisation: float, measure_memory: bool, cache: st
     for name, case in table.items():
         flops[name], params[name] = count_flops(case)
     stages, images_made = work(config, flops)
-    act = {}
+    act, check = {}, {}
     if measure_memory:
-        needed = ["ldm.unet", "ldm.vae_decode", "ldm.vae_encode", "ldm.bert", "ldm.unet.train", "ldm.bert.train",
-                  "domainbed.student"] + [k for k in table if k.startswith(("train.", "finetune."))]
-        act = measured_activations(needed, config_path, cache)
+        act = measured_activations(["ldm.unet", "ldm.vae_decode", "ldm.vae_encode", "ldm.bert"], config_path, cache)
+        training = ["ldm.unet.train", "ldm.bert.train", "domainbed.student"]
+        training += [k for k in table if k.startswith(("train.", "finetune."))]
+        memory_cases = cases(config, for_memory=True)
+        act.update({name: saved_bytes(memory_cases[name]) for name in training})
+        # the saved-tensor count beside the CPU's peak RSS for one training case
+        name = f"train.{config['train']['default_model']}.clip-none"
+        check = {"case": name, "saved_tensors": act[name],
+                 "peak_rss": measured_activations([name], config_path, cache, batches=(4, 8, 16))[name]}
     rows = []
     for stage, jobs in list(stages.items()) + [("all", [j for js in stages.values() for j in js])]:
         total = sum(j["flops"] for j in jobs)
@@ -450,8 +500,27 @@ def report(config_path: str, utilisation: float, measure_memory: bool, cache: st
                      **{f"{gpu}_hours": total / (peak * utilisation) / 3600 for gpu, peak in GPUS.items()}})
     return {"config": config_path, "utilisation": utilisation, "peak_flops": GPUS, "alive_fraction": ALIVE,
             "per_sample_flops": flops, "parameters": params, "activation_bytes_per_sample": act,
-            "stages": rows, "jobs": stages, "synthetic_images": dict(images_made),
+            "stages": rows, "jobs": stages, "synthetic_images": dict(images_made), "memory_check": check,
+            "paper_check": paper_check(config, flops, utilisation),
             "memory": memory(config, params, act) if act else {}, "seconds": round(time.time() - started, 1)}
+
+
+PAPER_IMAGES, PAPER_HOURS, PAPER_GPUS = 12e6, 7.5, 32  # "~7.5 hours to generate 12M adversarial samples of CC12M on 32 GPUs"
+
+
+def paper_check(config: dict, flops: dict, utilisation: float) -> list[dict]:
+    """Synthetic images/s per A100 the estimate gives against the paper's own figure, at the config's M and at
+    M = 1, with the utilisation the paper's figure implies."""
+    steps = config["augment"]["ddim_steps"]
+    paper_rate = PAPER_IMAGES / (PAPER_HOURS * 3600 * PAPER_GPUS)
+    rows = []
+    for m in sorted({config["augment"]["m"], 1}, reverse=True):
+        per_image = ((flops["ldm.bert"] + flops["ldm.vae_encode"] + steps * flops["ldm.unet"]) / m
+                     + steps * flops["ldm.unet"] + flops["ldm.vae_decode"])
+        rows.append({"m": m, "flops_per_image": per_image, "paper_rate": paper_rate,
+                     "estimate_rate": GPUS["A100"] * utilisation / per_image,
+                     "implied_utilisation": paper_rate * per_image / GPUS["A100"]})
+    return rows
 
 
 def print_report(result: dict) -> None:
@@ -459,7 +528,7 @@ def print_report(result: dict) -> None:
     print(f"# cost model: {result['config']}, utilisation {result['utilisation']:.0%} of peak "
           f"(A100 {GPUS['A100'] / 1e12:.0f}, H100 {GPUS['H100'] / 1e12:.0f} TFLOPS dense fp16/bf16), "
           f"{ALIVE:.0%} of URLs alive\n")
-    print("| unit of work | parameters | GFLOPs per sample | activations per sample (fp32, measured) |")
+    print("| unit of work | parameters | GFLOPs per sample | activations per sample (fp32) |")
     print("| --- | --- | --- | --- |")
     for name in flops:
         memory = f"{act[name] / 1e6:,.0f} MB" if name in act else "-"
@@ -476,6 +545,16 @@ def print_report(result: dict) -> None:
             gb = row["gb"]
             print(f"| {name} | {row['job']} | {gb:,.1f} GB | {'yes' if gb <= 40 else 'no'} | "
                   f"{'yes' if gb <= 80 else 'no'} |")
+    if result["memory_check"]:
+        check = result["memory_check"]
+        print(f"\nactivations per sample, {check['case']}: {check['saved_tensors'] / 1e6:,.0f} MB saved for the "
+              f"backward pass (meta device) against {check['peak_rss'] / 1e6:,.0f} MB of peak RSS growth (CPU)")
+    print(f"\nthe paper: {PAPER_IMAGES / 1e6:.0f}M synthetic images in {PAPER_HOURS} h on {PAPER_GPUS} A100 = "
+          f"{result['paper_check'][0]['paper_rate']:.1f} images/s per GPU")
+    for row in result["paper_check"]:
+        print(f"  at M = {row['m']}: {row['flops_per_image'] / 1e12:.2f} TFLOPs per synthetic image -> estimate "
+              f"{row['estimate_rate']:.1f} images/s per A100 ({row['estimate_rate'] / row['paper_rate']:.1f}x the "
+              f"paper's); the paper's figure implies {row['implied_utilisation']:.0%} utilisation")
     print(f"\nsynthetic images: { {k: f'{v:.3g}' for k, v in result['synthetic_images'].items()} }; "
           f"{result['seconds']} s")
 

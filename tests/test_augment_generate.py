@@ -105,6 +105,16 @@ def test_same_inputs_same_bytes_and_batching_does_not_matter(tiny_ldm_dir, sourc
     assert by_key_a == by_key_c  # alphas are per sample, not per batch
 
 
+def test_max_samples_augments_the_first_images_by_key_and_a_limit_left_unset_changes_no_stats(
+        tiny_ldm_dir, source_shard, tmp_path):
+    """augment.max_samples_per_shard (the rehearsal: 2 images per set); shards made before the knob existed
+    record no such key, so they still count as finished."""
+    limited = run(tiny_ldm_dir, source_shard, tmp_path / "a", AugmentSettings(**{**SETTINGS.__dict__, "max_samples": 1}))
+    assert limited["real_samples"] == 1 and limited["synthetic_samples"] == 3 and limited["settings"]["max_samples"] == 1
+    assert {s["__key__"] for s in iter_samples(tar(tmp_path / "a"))} == {"0001_000", "0001_001", "0001_002"}
+    assert "max_samples" not in run(tiny_ldm_dir, source_shard, tmp_path / "b")["settings"]
+
+
 def test_other_seed_other_alphas(tiny_ldm_dir, source_shard, tmp_path):
     ldm = LatentDiffusion.load(str(tiny_ldm_dir))
     sampler = EDSAMSampler(ldm, SamplerSettings(steps=2))
@@ -165,6 +175,20 @@ def test_random_transform_skips_the_inversion_it_would_ignore(tiny_ldm_dir):
     inverted.start_latents = lambda latents, text, generators: (z, inverted.forward.timesteps)
     again, _ = inverted.generate(images, ["a", "b"], 2, 0.5, [torch.Generator().manual_seed(i) for i in range(4)])
     assert torch.allclose(out, again)  # ... and the Random images do not depend on it
+
+
+def test_latents_are_decoded_a_batch_of_real_images_at_a_time(tiny_ldm_dir):
+    """B*M latents are sampled together but decoded B at a time (the paper config's M' = 20 at batch 32 would
+    decode 640 images at once: ~70 GB of autoencoder activations in fp16); the images are the same."""
+    ldm = LatentDiffusion.load(str(tiny_ldm_dir))
+    sizes, decode = [], ldm.decode_latents
+    ldm.decode_latents = lambda latents: sizes.append(len(latents)) or decode(latents)
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    generators = [torch.Generator().manual_seed(i) for i in range(6)]
+    out, _ = EDSAMSampler(ldm, SamplerSettings(steps=2)).generate(images, ["a star", "a ring"], 3, 0.5, generators)
+    assert sizes == [2, 2, 2] and out.shape == (6, 3, 32, 32)
+    latents = torch.randn(6, 4, 16, 16)
+    assert torch.allclose(decode(latents), torch.cat([decode(c) for c in latents.split(2)]), atol=1e-5)
 
 
 def test_ldm_loads_from_a_local_folder_only(tmp_path):

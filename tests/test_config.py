@@ -95,6 +95,12 @@ def test_every_leaf_key_has_type_and_default():
         (lambda c: c["train"]["laclip"].update(min_hit_rate=1.5), "train.laclip.min_hit_rate", "'maximum': 1"),
         (lambda c: c["train"]["laclip"].update(allow_rule_rewrites="yes"), "train.laclip.allow_rule_rewrites",
          "'type': 'boolean'"),
+        (lambda c: c.setdefault("ldm", {}).update(retrain={"reinit": ["unet", "text_encoder"], "train_text_encoder": False}),
+         "ldm.retrain.reinit", "random features"),
+        (lambda c: c.setdefault("ldm", {}).update(retrain={"batch_size": 8, "micro_batch_size": 16}),
+         "ldm.retrain.micro_batch_size", "larger than batch_size"),
+        (lambda c: c.setdefault("ldm", {}).update(retrain={"optimizer": "sgd"}), "ldm.retrain.optimizer",
+         "['adamw', 'adafactor']"),
     ],
 )
 def test_invalid_values_name_the_key_and_what_is_allowed(mutate, key, allowed):
@@ -164,6 +170,30 @@ def test_m_zero_from_a_target_path_fails_naming_m():
 
     with pytest.raises(ValueError, match="M .synthetic samples per image. must be at least 1, got M = 0"):
         AugmentSettings(m=0)
+def test_paper_retrain_defaults_are_the_ldm_papers():
+    """Table 4's Retrained-LDM at paper scale: LDM paper Table 15 (batch 680, 390K steps, lr 1e-4), the second
+    stage (UNet + BERT) from fresh weights."""
+    retrain = load_config(REPO / "config" / "config.yaml")["ldm"]["retrain"]
+    assert (retrain["steps"], retrain["batch_size"], retrain["lr"]) == (390_000, 680, 1e-4)
+    assert retrain["reinit"] == ["unet", "text_encoder"] and retrain["train_text_encoder"]
+
+
+def test_a_later_config_file_removes_named_entries_with_null(tmp_path):
+    """config/rehearsal.yaml is config/config.yaml plus overrides; config files merge key by key, so an overlay
+    removes a dataset or benchmark by setting it to null."""
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump({
+        "datasets": {"cc12m": None, "laion400m": None},
+        "evaluate": {"benchmarks": {"sun397": None}, "zeroshot": ["imagenet1k"]},
+        "report": {"datasets": {"cc12m": "cc3m", "laion400m": "cc3m"}, "benchmarks": {"sun397": None}},
+        "ldm": {"retrain": {"micro_batch_size": None}}}))
+    config = load_config(REPO / "config" / "config.yaml", overlay)
+    assert sorted(config["datasets"]) == ["cc3m"] and "sun397" not in config["evaluate"]["benchmarks"]
+    assert config["report"]["datasets"] == {"cc3m": "cc3m", "cc12m": "cc3m", "laion400m": "cc3m"}
+    assert config["ldm"]["retrain"]["micro_batch_size"] is None  # null stays a value outside named collections
+    overlay.write_text(yaml.safe_dump({"datasets": {"cc12m": None, "laion400m": None}}))
+    with pytest.raises(ConfigError, match="report.datasets.cc12m"):  # still named by the report block
+        load_config(REPO / "config" / "config.yaml", overlay)
 
 
 def test_no_datasets_is_invalid():

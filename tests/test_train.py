@@ -545,3 +545,17 @@ def test_export_refuses_pickled_checkpoints(tmp_path):
     torch.save({"epoch": 1, "state_dict": {"x": torch.zeros(1)}, "payload": Evil()}, tmp_path / "epoch_1.pt")
     with pytest.raises(Exception, match="[Ww]eights only"):
         export_model(tmp_path / "epoch_1.pt", TINY_VIT, tmp_path / "model")
+
+
+def test_dropped_checkpoints_leave_the_exported_model(tmp_path):
+    """train.keep_checkpoints: false (the rehearsal: a ViT-B/16 run keeps 2 x 1.8 GB otherwise)."""
+    from edsam.train.run import drop_checkpoints
+
+    checkpoints = tmp_path / "open_clip" / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    for name in ("epoch_1.pt", "epoch_latest.pt"):
+        (checkpoints / name).write_bytes(b"x")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "open_clip_model.safetensors").write_bytes(b"w")
+    assert [Path(p).name for p in drop_checkpoints(tmp_path)] == ["epoch_1.pt", "epoch_latest.pt"]
+    assert not list(checkpoints.iterdir()) and (tmp_path / "model" / "open_clip_model.safetensors").exists()

@@ -89,6 +89,14 @@ def _cmd_ldm_init(args) -> int:
     return 0
 
 
+def _cmd_ldm_build(args) -> int:
+    from edsam.ldm.architecture import build_random_pipeline
+
+    facts = build_random_pipeline(args.architecture, args.out, seed=args.seed, half=not args.fp32)
+    print(json.dumps({k: facts[k] for k in ("pipeline", "parameters", "dtype")}))
+    return 0
+
+
 def _cmd_ldm_train(args) -> int:
     from edsam.download import shard_paths
     from edsam.ldm.train import LDMTrainSettings, train_ldm
@@ -102,6 +110,31 @@ def _cmd_ldm_release(args) -> int:
     from edsam.ldm.pipeline import release_pipeline
 
     print(release_pipeline(args.source, args.out, half=not args.fp32))
+    return 0
+
+
+def _cmd_rehearsal_input(args) -> int:
+    from edsam import rehearsal
+
+    settings = json.loads(args.settings)
+    sizes, seed = settings["rehearsal"], settings["seed"]
+    if args.kind == "pairs":
+        facts = rehearsal.write_pairs(settings["dataset"], sizes["pairs"], sizes["image_size"], seed, args.out)
+    elif args.kind == "benchmark":
+        facts = rehearsal.write_benchmark(settings["dataset"], sizes, seed, args.out)
+    else:
+        facts = rehearsal.write_domainbed_root(settings["domains"], settings["classes"], sizes, seed, args.out)
+    print(json.dumps(facts))
+    return 0
+
+
+def _cmd_rehearsal_summary(args) -> int:
+    from edsam.fileio import write_json_atomic
+    from edsam.rehearsal import summarize
+
+    summary = summarize(args.results)
+    write_json_atomic(args.out, summary)
+    print(json.dumps(summary["counts"]))
     return 0
 
 
@@ -163,6 +196,10 @@ def _cmd_train(args) -> int:
                       provenance=settings.get("provenance"))
     except TrainInputError as err:
         return fail(args, err)
+    if args.drop_checkpoints:
+        from edsam.train.run import drop_checkpoints
+
+        drop_checkpoints(args.out)
     print(json.dumps({k: facts[k] for k in ("epochs", "samples_seen", "first_epoch_loss", "final_loss")}))
     return 0
 
@@ -315,6 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--out", required=True)
     init.set_defaults(func=_cmd_ldm_init)
 
+    build = sub.add_parser("ldm-build", help="a published pipeline architecture with random weights (diffusers folder)")
+    build.add_argument("--architecture", required=True, help="a folder of component configs, or a name under "
+                                                               "models/architectures/")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--fp32", action="store_true", help="write fp32 weights (default: fp16, half the size)")
+    build.add_argument("--out", required=True)
+    build.set_defaults(func=_cmd_ldm_build)
+
     train = sub.add_parser("ldm-train", help="train one stage of an LDM on the shards a manifest lists")
     train.add_argument("--source", required=True, help="the pipeline folder to start from")
     train.add_argument("--manifest", required=True, help="a manifest.json listing the training shards")
@@ -327,6 +372,17 @@ def build_parser() -> argparse.ArgumentParser:
     release.add_argument("--out", required=True)
     release.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")
     release.set_defaults(func=_cmd_ldm_release)
+
+    stand_in = sub.add_parser("rehearsal-input", help="a generated stand-in input of the paper-scale rehearsal")
+    stand_in.add_argument("--kind", required=True, choices=["pairs", "benchmark", "domainbed"])
+    stand_in.add_argument("--settings", required=True, help="the entry's config, the rehearsal block and the seed")
+    stand_in.add_argument("--out", required=True)
+    stand_in.set_defaults(func=_cmd_rehearsal_input)
+
+    summary = sub.add_parser("rehearsal-summary", help="what a rehearsal run built: tables, runs, LDMs, results")
+    summary.add_argument("--results", required=True, help="the results_dir")
+    summary.add_argument("--out", required=True)
+    summary.set_defaults(func=_cmd_rehearsal_summary)
 
     augment = sub.add_parser("augment", help="ED-SAM: a group of source shards -> their synthetic shards")
     augment.add_argument("--ldm", required=True, help="pipeline folder or hub id")
@@ -364,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     clip_train.add_argument("--nodes", type=int, default=1)
     clip_train.add_argument("--out", required=True, help="run folder (open_clip logs + exported model/)")
     clip_train.add_argument("--facts", required=True, help="where to write the run's facts JSON")
+    clip_train.add_argument("--drop-checkpoints", action="store_true",
+                            help="delete open_clip_train's checkpoints once the model is exported (train.keep_checkpoints)")
     clip_train.set_defaults(func=_cmd_train)
 
     rewrites = sub.add_parser("laclip-rewrites", help="caption rewrites by the deterministic rule (demo LaCLIP)")
@@ -449,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # The commands that load diffusers / transformers models. Only these pay for importing them (~9 CPU-s):
 # the manifest and subset jobs of every synthetic set used to.
-MODEL_COMMANDS = frozenset({"ldm-init", "ldm-train", "ldm-release", "augment", "ldm-fidelity"})
+MODEL_COMMANDS = frozenset({"ldm-init", "ldm-build", "ldm-train", "ldm-release", "augment", "ldm-fidelity"})
 
 
 def quiet_model_libraries() -> None:

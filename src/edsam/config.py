@@ -115,7 +115,7 @@ def cross_check(config: dict) -> list[str]:
         if name not in evaluate.get("zeroshot", []):
             lines.append(f"config key 'report.headline.benchmarks': {name!r} is not evaluated zero-shot "
                          f"(evaluate.zeroshot: {evaluate.get('zeroshot', [])})")
-    return lines + _cross_check_runnable(config) + _cross_check_domainbed(config)
+    return lines + _cross_check_runnable(config) + _cross_check_ldm(config) + _cross_check_domainbed(config)
 
 
 def _cross_check_runnable(config: dict) -> list[str]:
@@ -132,6 +132,17 @@ def _cross_check_runnable(config: dict) -> list[str]:
             lines.append(f"config key 'ldm.tiny.image_size': {tiny['image_size']} is not a multiple of {factor}, the "
                          f"downsampling of {len(tiny['vae_channels'])} autoencoder blocks (ldm.tiny.vae_channels): "
                          "decoded images would not match the inputs")
+    return lines
+
+
+def _cross_check_ldm(config: dict) -> list[str]:
+    retrain, lines = config.get("ldm", {}).get("retrain", {}), []
+    if "text_encoder" in retrain.get("reinit", []) and not retrain.get("train_text_encoder", True):
+        lines.append("config key 'ldm.retrain.reinit': a fresh text_encoder that is not trained "
+                     "(train_text_encoder: false) would condition the UNet on random features")
+    micro, batch = retrain.get("micro_batch_size"), retrain.get("batch_size")
+    if micro is not None and batch is not None and micro > batch:
+        lines.append(f"config key 'ldm.retrain.micro_batch_size': {micro} is larger than batch_size {batch}")
     return lines
 
 
@@ -154,9 +165,31 @@ def _cross_check_domainbed(config: dict) -> list[str]:
     return lines
 
 
+# Named entries a later config file can remove by setting them to null (config/rehearsal.yaml over
+# config/config.yaml): config files are merged key by key, so an overlay could otherwise only add entries.
+REMOVABLE = ("datasets", "train.models", "evaluate.benchmarks", "domainbed.datasets", "domainbed.teachers",
+             "report.datasets", "report.models", "report.benchmarks", "report.rho_values", "report.m_values",
+             "train.laclip.rewrites")
+
+
+def drop_removed_entries(config: dict) -> dict:
+    """Delete the ``name: null`` entries of the REMOVABLE collections, in place."""
+    for dotted in REMOVABLE:
+        *parents, last = dotted.split(".")
+        block = config
+        for part in parents:
+            block = block.get(part) if isinstance(block, dict) else None
+        entries = block.get(last) if isinstance(block, dict) else None
+        if isinstance(entries, dict):
+            for name in [k for k, v in entries.items() if v is None]:
+                del entries[name]
+    return config
+
+
 def validate_config(config: dict, schema: dict | None = None) -> dict:
     """Validate ``config`` in place (filling defaults) or raise ConfigError."""
     schema = schema if schema is not None else load_schema()
+    drop_removed_entries(config)
     lines = explain_errors(config, schema)
     if not lines:
         for _ in _with_defaults(Draft202012Validator)(schema).iter_errors(config):

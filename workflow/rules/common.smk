@@ -18,7 +18,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [PACKAGE_SRC, os.environ.get("PYTHONPATH")]))
 )
 
-from edsam.config import cross_check, explain_errors, load_schema  # noqa: E402
+from edsam.config import cross_check, drop_removed_entries, explain_errors, load_schema  # noqa: E402
 from edsam.corpus import CLASSNAMES  # noqa: E402
 from edsam.evaluate.run import evaluation_pairs  # noqa: E402
 from edsam.layout import DATA_WILDCARD, RunId, Variant, data_name  # noqa: E402
@@ -32,6 +32,7 @@ if not config:
         "no config given: run with --profile profiles/local (embedded default) "
         "or --configfile config/config.yaml (paper scale)"
     )
+drop_removed_entries(config)  # `name: null` in a later --configfile removes that entry (config/rehearsal.yaml)
 try:
     validate(config, schema=str(SCHEMA))
 except WorkflowError:
@@ -68,6 +69,7 @@ wildcard_constraints:
     teacher="|".join(map(re.escape, config["domainbed"]["teachers"])) or "no-teachers",
     variant="adip|sd",
     target=r"[A-Za-z0-9_-]+",
+    architecture=r"[A-Za-z0-9_.-]+",
 
 
 def corpus_dir():
@@ -75,13 +77,23 @@ def corpus_dir():
 
 
 def dataset_config(name):
-    """A dataset's config entry with the demo corpus's paths filled in."""
+    """A dataset's config entry with the demo corpus's or the rehearsal's generated paths filled in."""
     dataset = dict(config["datasets"][name])
-    if dataset.pop("source") == "corpus":
+    source = dataset.pop("source")
+    if source == "corpus":
         dataset.setdefault("url_list", f"{corpus_dir()}/urls.parquet")
         dataset.setdefault("loopback_root", f"{corpus_dir()}/images")
         dataset.setdefault("expected_samples", corpus_train_rows())
+    elif source == "rehearsal":
+        folder = rehearsal_dir("pairs", name)
+        dataset.update(url_list=f"{folder}/urls.{dataset.get('input_format', 'parquet')}",
+                       loopback_root=f"{folder}/images", expected_samples=config["rehearsal"]["pairs"])
     return dataset
+
+
+def rehearsal_dir(kind, name):
+    """Where the rehearsal's generated stand-in for a dataset, benchmark or DomainBed root is written."""
+    return f"{RESULTS}/rehearsal/{kind}/{name}"
 
 
 def corpus_train_rows():
@@ -171,16 +183,21 @@ def download_inputs(wildcards):
     External lists are checked when the job starts (a clear error naming the
     file), so the paper-scale DAG builds before any data is staged.
     """
-    if config["datasets"][wildcards.dataset]["source"] == "corpus":
+    source = config["datasets"][wildcards.dataset]["source"]
+    if source == "corpus":
         return rules.corpus.output.marker
+    if source == "rehearsal":
+        return f"{rehearsal_dir('pairs', wildcards.dataset)}/pairs.json"
     return []
 
 
 # ---------------------------------------------------------------- LDMs
 def ldm_train_settings(kind):
-    """LDMTrainSettings for the tiny LDM's two pretraining stages or Table 4's retraining."""
+    """LDMTrainSettings for the tiny LDM's two pretraining stages or Table 4's retraining; every LDM job
+    trains where augmentation runs (augment.device: auto = the job's GPU when it has one)."""
     pretrain, retrain = config["ldm"]["pretrain"], config["ldm"]["retrain"]
-    common = {"seed": config["seed"], "resolution": config["ldm"]["tiny"]["image_size"]}
+    common = {"seed": config["seed"], "resolution": config["ldm"]["tiny"]["image_size"],
+              "device": config["augment"]["device"]}
     if kind == "autoencoder":
         return {**common, "stage": "autoencoder", "steps": pretrain["autoencoder_steps"],
                 "batch_size": pretrain["batch_size"], "lr": pretrain["autoencoder_lr"],
@@ -189,9 +206,9 @@ def ldm_train_settings(kind):
         return {**common, "stage": "diffusion", "steps": pretrain["diffusion_steps"],
                 "batch_size": pretrain["batch_size"], "lr": pretrain["diffusion_lr"],
                 "checkpoint_every": pretrain["checkpoint_every"], "ema_decay": pretrain["ema_decay"]}
-    return {**common, "stage": "diffusion", "steps": retrain["steps"], "batch_size": retrain["batch_size"],
-            "lr": retrain["lr"], "checkpoint_every": retrain["checkpoint_every"], "ema_decay": retrain["ema_decay"],
-            "train_text_encoder": retrain["train_text_encoder"], "reinit_unet": True,
+    keys = ("steps", "batch_size", "micro_batch_size", "lr", "weight_decay", "optimizer", "checkpoint_every",
+            "ema_decay", "caption_dropout", "train_text_encoder", "reinit", "gradient_checkpointing")
+    return {**common, "stage": "diffusion", **{k: retrain[k] for k in keys},
             "resolution": config["augment"]["resolution"]}
 
 
@@ -204,8 +221,16 @@ def bundled(path):
     return shipped if os.path.exists(shipped) else path
 
 
+ARCHITECTURE = "architecture:"
+
+
 def pretrained_ldm():
-    return bundled(config["augment"]["ldm"])
+    """augment.ldm: a folder or hub id, or architecture:NAME -- models/architectures/NAME built with random
+    weights by rule ldm_architecture (the rehearsal runs the paper's LDM this way)."""
+    source = config["augment"]["ldm"]
+    if source.startswith(ARCHITECTURE):
+        return f"{RESULTS}/ldm/architecture/{source.removeprefix(ARCHITECTURE)}"
+    return bundled(source)
 
 
 def ldm_source(ldm, dataset):
@@ -221,6 +246,8 @@ def pretrained_ldm_inputs(wildcards=None):
     """What the pretrained pipeline depends on: the training rule's train.json when the
     workflow trains it, its index file when it is a local folder, nothing for a hub id."""
     source = pretrained_ldm().rstrip("/")
+    if source.startswith(f"{RESULTS}/ldm/architecture/"):
+        return [f"{source}/model_index.json"]
     if source.startswith(f"{RESULTS}/"):
         return [os.path.join(os.path.dirname(source), "train.json")]
     return [os.path.join(source, "model_index.json")] if os.path.isdir(source) else []
@@ -245,7 +272,7 @@ def augment_settings(wildcards):
         "augment": {"m": int(wildcards.m), "rho": float(wildcards.rho), "seed": config["seed"],
                     "resolution": augment["resolution"], "batch_size": augment["batch_size"],
                     "max_image_pixels": config["download"]["max_image_pixels"],
-                    "encode_format": augment["encode_format"],
+                    "encode_format": augment["encode_format"], "max_samples": augment["max_samples_per_shard"],
                     "model_id": ldm_source(wildcards.ldm, wildcards.dataset)},
         "sampler": sampler_settings(wildcards.transform),
         "device": augment["device"], "precision": augment["precision"],
@@ -412,13 +439,16 @@ def readme_figures(wildcards=None):
 def benchmark_root(name):
     """Where a benchmark's clip_benchmark webdataset root is (demo domains are built under results/)."""
     spec = config["evaluate"]["benchmarks"][name]
+    if spec.get("rehearsal"):
+        return rehearsal_dir("benchmarks", name)
     return spec["root"] if "root" in spec else f"{RESULTS}/benchmarks/{name}"
 
 
 def benchmark_marker(name):
     """The packaging rule's marker for a corpus-built benchmark; nothing for a staged one (checked at run time)."""
-    if "corpus_domain" in config["evaluate"]["benchmarks"][name]:
-        return f"{RESULTS}/benchmarks/{name}/benchmark.json"
+    spec = config["evaluate"]["benchmarks"][name]
+    if "corpus_domain" in spec or spec.get("rehearsal"):
+        return f"{benchmark_root(name)}/benchmark.json"
     return []
 
 
@@ -508,12 +538,16 @@ def dg_domains(dbset):
 def dg_root(dbset):
     """A staged DomainBed root, or the demo corpus's domains exported under results/."""
     spec = DG_DATASETS[dbset]
+    if spec.get("rehearsal"):
+        return rehearsal_dir("domainbed", dbset)
     return f"{RESULTS}/domainbed/data/{dbset}" if spec.get("corpus") else spec["root"]
 
 
 def dg_data_marker(wildcards):
-    """The export rule's marker for the corpus; nothing for a staged root (checked when the job starts)."""
-    return f"{RESULTS}/domainbed/data/{wildcards.dbset}/domainbed.json" if DG_DATASETS[wildcards.dbset].get("corpus") else []
+    """The marker of the rule that writes a corpus or rehearsal root; nothing for a staged root (checked when the
+    job starts)."""
+    spec = DG_DATASETS[wildcards.dbset]
+    return f"{dg_root(wildcards.dbset)}/domainbed.json" if spec.get("corpus") or spec.get("rehearsal") else []
 
 
 def teacher_dir(name):

@@ -111,6 +111,29 @@ use rule ldm_train_autoencoder as ldm_retrain with:
     priority: 45  # the retrained-LDM synthetic sets wait for it
 
 
+rule ldm_architecture:
+    """A published pipeline architecture (models/architectures/<name>) with random weights: augment.ldm:
+    architecture:<name> (the paper-scale rehearsal)."""
+    input:
+        lambda wildcards: os.path.join(workflow.basedir, "models", "architectures", wildcards.architecture,
+                                       "model_index.json"),
+    output:
+        f"{RESULTS}/ldm/architecture/{{architecture}}/model_index.json",
+    params:
+        source=lambda wildcards, input: os.path.dirname(input[0]),
+        seed=config["seed"],
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+    log:
+        f"{LOGS}/ldm/architecture_{{architecture}}.log",
+    resources:
+        **stage_resources("ldm"),
+    conda:
+        "../../envs/augment.yaml"
+    shell:
+        "python -m edsam ldm-build --architecture {params.source:q} --seed {params.seed} --out {params.out:q}"
+        " > {log:q} 2>&1"
+
+
 rule ldm_fidelity:
     input:
         ldm=lambda wildcards: ldm_inputs(wildcards.ldm, DATASETS[0]),

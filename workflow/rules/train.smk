@@ -54,6 +54,7 @@ rule train_clip:
         settings=lambda wildcards: json.dumps(train_settings(wildcards)),
         gpus=config["train"]["gpus"],  # per node
         nodes=config["train"]["nodes"],
+        checkpoints=[] if config["train"]["keep_checkpoints"] else ["--drop-checkpoints"],
     log:
         f"{LOGS}/train/{TRAIN_RUN}.log",
     # open_clip_train's --workers are per GPU process
@@ -65,5 +66,5 @@ rule train_clip:
         "../../envs/train.yaml"
     shell:
         "python -m edsam train --real-manifest {input.real:q} {params.synthetic:q} {params.rewrites:q}"
-        " --settings {params.settings:q} --gpus {params.gpus} --nodes {params.nodes}"
+        " --settings {params.settings:q} --gpus {params.gpus} --nodes {params.nodes} {params.checkpoints:q}"
         " --out {params.run_dir:q} --facts {output.facts:q} > {log:q} 2>&1"

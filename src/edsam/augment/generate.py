@@ -51,6 +51,15 @@ class AugmentSettings:
     max_caption_chars: int = 1000
     encode_format: str = "jpg"
     model_id: str = ""
+    max_samples: int | None = None  # the first N samples (by key) of each shard only; None: all
+
+    def record(self) -> dict:
+        """The settings a shard's stats record (and a rerun must match); an unset limit is left out, so shards
+        made before the limit existed still count as finished."""
+        values = asdict(self)
+        if self.max_samples is None:
+            del values["max_samples"]
+        return values
 
     def __post_init__(self):
         if self.m < 1:  # M = 0 is only the report's name for real data (no synthetic set)
@@ -133,6 +142,7 @@ def augment_shard(sampler: EDSAMSampler, source_tar, out_tars: list, settings: A
     started = time.monotonic()
     real, skipped = load_real_samples(source_tar, settings.resolution, settings.max_image_pixels,
                                       settings.max_caption_chars)
+    real = real[: settings.max_samples]
     provenance = sample_provenance(sampler, settings, source_tar)
     with contextlib.ExitStack() as stack:
         # entered as (tmp path, writer) pairs: each writer closes before its tar is renamed into place
@@ -156,7 +166,7 @@ def augment_shard(sampler: EDSAMSampler, source_tar, out_tars: list, settings: A
             "copies": [{"j": j, "tar": Path(path).name, "samples": len(real)} for j, path in enumerate(out_tars)],
             "seconds": round(seconds, 3), "real_images_per_second": round(len(real) / seconds, 3) if seconds else None,
             "synthetic_images_per_second": round(written / seconds, 3) if seconds else None,
-            "settings": asdict(settings), "sampler": asdict(sampler.settings)}
+            "settings": settings.record(), "sampler": asdict(sampler.settings)}
 
 
 def load_sampler(ldm_source: str, sampler_settings: SamplerSettings, local_files_only: bool = True,

@@ -113,7 +113,7 @@ def augment_group(ldm_source: str, sources: list[str], out_dir: str | Path, grou
                   sampler_settings, local_files_only: bool = True, device: str | None = None,
                   precision: str = "fp32") -> dict:
     """ED-SAM for every source shard of a group; the LDM is loaded only if some shard is left to make."""
-    expected = {"settings": asdict(settings), "sampler": asdict(sampler_settings)}
+    expected = {"settings": settings.record(), "sampler": asdict(sampler_settings)}
     remove_group_temporaries(out_dir, group_json, [Path(source).stem for source in sources], settings.m)
     entries, todo = {}, []
     for source in sources:

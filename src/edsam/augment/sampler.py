@@ -107,4 +107,6 @@ class EDSAMSampler:
         if self.settings.guidance_scale != 1.0:
             uncond = self.ldm.encode_text([""]).expand_as(text)
         latents = self.sample(shifted, text, timesteps, uncond)
-        return self.ldm.decode_latents(latents), alphas
+        # decoded B at a time, not all B*M: the paper's autoencoder holds ~0.2 GB of activations per 256 px image
+        # in fp32 (benchmarks/cost_model.py), so Table 2's M' = 20 at batch 32 would need ~70 GB in fp16 at once
+        return torch.cat([self.ldm.decode_latents(chunk) for chunk in latents.split(batch)]), alphas

@@ -50,19 +50,26 @@ def release_pipeline(source: str | Path, out_dir: str | Path, half: bool = True)
 
 
 class LatentDiffusion:
-    """Encode images and captions, decode latents; holds the UNet and the schedule."""
+    """Encode images and captions, decode latents; holds the UNet and the schedule.
+
+    ``names`` maps the roles (``autoencoder``, ``text_encoder``, ``unet``) to the
+    pipeline's attribute names, which differ between the two layouts.
+    """
 
     def __init__(self, pipeline, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
         self.pipeline = pipeline
-        self.unet = pipeline.unet
-        self.autoencoder = getattr(pipeline, "vae", None) or getattr(pipeline, "vqvae")
-        self.text_encoder = getattr(pipeline, "text_encoder", None) or getattr(pipeline, "bert")
+        self.names = {"unet": "unet", "autoencoder": "vae" if getattr(pipeline, "vae", None) is not None else "vqvae",
+                      "text_encoder": "text_encoder" if getattr(pipeline, "text_encoder", None) is not None else "bert"}
         self.tokenizer = pipeline.tokenizer
         self.scheduler_config = dict(pipeline.scheduler.config)
-        self.is_vq = type(self.autoencoder).__name__ == "VQModel"
         self.device, self.dtype = torch.device(device), dtype
         for module in (self.unet, self.autoencoder, self.text_encoder):
             module.to(self.device, dtype=dtype).eval().requires_grad_(False)
+        self.is_vq = type(self.autoencoder).__name__ == "VQModel"
+
+    unet = property(lambda self: getattr(self.pipeline, self.names["unet"]))
+    autoencoder = property(lambda self: getattr(self.pipeline, self.names["autoencoder"]))
+    text_encoder = property(lambda self: getattr(self.pipeline, self.names["text_encoder"]))
 
     @classmethod
     def load(cls, source: str, local_files_only: bool = True, device="cpu", dtype=torch.float32):
@@ -72,6 +79,19 @@ class LatentDiffusion:
             verify_checksums(source)
         pipeline = DiffusionPipeline.from_pretrained(source, local_files_only=local_files_only, use_safetensors=None)
         return cls(pipeline, device=device, dtype=dtype)
+
+    def reinitialise(self, role: str) -> None:
+        """Replace a component by a freshly initialised one of the same configuration (Table 4's retraining)."""
+        module = getattr(self, role)
+        if hasattr(type(module), "from_config") and not hasattr(module, "base_model_prefix"):
+            fresh = type(module).from_config(module.config)  # a diffusers model
+        else:
+            fresh = type(module)(module.config)  # a transformers model
+        fresh.to(self.device, dtype=self.dtype).eval().requires_grad_(False)
+        self.pipeline.register_modules(**{self.names[role]: fresh})
+
+    def save(self, out_dir: str | Path) -> None:
+        self.pipeline.save_pretrained(str(out_dir), safe_serialization=True)
 
     @property
     def scaling_factor(self) -> float:
@@ -84,14 +104,24 @@ class LatentDiffusion:
 
     @property
     def max_tokens(self) -> int:
-        return min(self.tokenizer.model_max_length, 512)
+        """Tokens per caption: the tokenizer's limit, capped by the text encoder's positions (the paper's LDM
+        ships a BERT tokenizer that allows 512 tokens beside an LDMBert with 77 positions)."""
+        positions = getattr(self.text_encoder.config, "max_position_embeddings", None) or 512
+        return min(self.tokenizer.model_max_length, positions)
 
-    @torch.no_grad()
-    def encode_text(self, captions: list[str]) -> torch.Tensor:
+    def tokenize(self, captions: list[str]) -> torch.Tensor:
         tokens = self.tokenizer(
             list(captions), padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="pt"
         )
-        return self.text_encoder(tokens.input_ids.to(self.device))[0].to(self.dtype)
+        return tokens.input_ids.to(self.device)
+
+    def text_embeddings(self, captions: list[str]) -> torch.Tensor:
+        """The text encoder's hidden states the UNet cross-attends to (with gradients, for training)."""
+        return self.text_encoder(self.tokenize(captions))[0].to(self.dtype)
+
+    @torch.no_grad()
+    def encode_text(self, captions: list[str]) -> torch.Tensor:
+        return self.text_embeddings(captions)
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:

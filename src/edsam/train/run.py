@@ -331,6 +331,15 @@ def export_model(checkpoint: Path, model: str, out_dir: Path) -> Path:
     return out_dir / "open_clip_model.safetensors"
 
 
+def drop_checkpoints(out_dir: str | Path) -> list[str]:
+    """Delete a finished run's open_clip_train checkpoints (the exported model/ stays); returns what went."""
+    folder = Path(out_dir) / "open_clip" / RUN_NAME / "checkpoints"
+    removed = sorted(str(p) for p in folder.glob("*.pt"))
+    for path in removed:
+        os.remove(path)
+    return removed
+
+
 def train(settings: TrainSettings, real_manifest: str, synthetic_manifest: str | None, out_dir: str | Path,
           facts_path: str | Path, rewrites_index: str | None = None, gpus: int = 0, nodes: int = 1,
           provenance: dict | None = None) -> dict:

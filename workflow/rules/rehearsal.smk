@@ -58,7 +58,7 @@ rule rehearsal:
     output:
         f"{RESULTS}/rehearsal/summary.json",
     params:
-        results=RESULTS,
+        results=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),  # <results>/rehearsal/summary.json
     log:
         f"{LOGS}/rehearsal/summary.log",
     resources:

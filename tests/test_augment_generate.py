@@ -111,7 +111,7 @@ def test_max_samples_augments_the_first_images_by_key_and_a_limit_left_unset_cha
     record no such key, so they still count as finished."""
     limited = run(tiny_ldm_dir, source_shard, tmp_path / "a", AugmentSettings(**{**SETTINGS.__dict__, "max_samples": 1}))
     assert limited["real_samples"] == 1 and limited["synthetic_samples"] == 3 and limited["settings"]["max_samples"] == 1
-    assert {s["__key__"] for s in iter_samples(tar(tmp_path / "a"))} == {"0001_000", "0001_001", "0001_002"}
+    assert {s["__key__"] for s in samples_of(tars(tmp_path / "a"))} == {"0001_000", "0001_001", "0001_002"}  # a tar per copy
     assert "max_samples" not in run(tiny_ldm_dir, source_shard, tmp_path / "b")["settings"]
 
 

@@ -64,23 +64,22 @@ def copy_tree(src, dst):
     shutil.copytree(src, dst, dirs_exist_ok=True)
 
 
+def merge(base, overlay):
+    """``overlay`` over ``base``: mappings merge key by key, anything else replaces."""
+    if not (isinstance(base, dict) and isinstance(overlay, dict)):
+        return overlay
+    return {**base, **{key: merge(base.get(key), value) for key, value in overlay.items()}}
+
+
 def write_config(path, ldm=None, **corpus):
-    """config/demo.yaml made small enough for a test: tiny corpus slices, 1-2 steps everywhere."""
-    config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    """config/demo.yaml with tests/fixture.yaml over it (the suite's own small sizes), the given LDM,
+    absolute model paths and these corpus settings."""
+    config = merge(yaml.safe_load((REPO / "config" / "demo.yaml").read_text()),
+                   yaml.safe_load((REPO / "tests" / "fixture.yaml").read_text()))
     config["corpus"].update(corpus)
-    config["download"].update(number_sample_per_shard=20, processes_count=1, thread_count=1)
-    config["augment"].update(ldm=str(ldm or "models/tiny-ldm"), ddim_steps=2, resolution=32, batch_size=8)
-    config["ldm"]["retrain"].update(steps=2, batch_size=4)
-    config["ldm"]["fidelity"].update(judge_per_class=3, judge_epochs=1, samples_per_class=1, rhos=[0.5])
+    config["augment"]["ldm"] = str(ldm or "models/tiny-ldm")
     config["train"]["models"] = {k: f"local-dir:{REPO / v.removeprefix('local-dir:')}"
                                  for k, v in config["train"]["models"].items()}
-    config["train"].update(epochs=1, batch_size=16, log_every_n_steps=1)
-    config["corpus"].update(test_per_class=3, heldout_train_per_class=2)
-    config["evaluate"].update(zeroshot=["photo", "sketch"], linear_probe=["photo"], batch_size=50)
-    config["evaluate"]["probe"].update(epochs=2)
-    config["evaluate"]["finetune"].update(epochs=1, batch_size=16)
-    config["domainbed"]["datasets"]["demo"]["domains"] = ["photo", "sketch"]
-    config["domainbed"]["vl2v"].update(align_steps=4, distill_steps=6, eval_every=3, batch_per_domain=4)
     path.write_text(yaml.safe_dump(config))
     return path
 

@@ -263,7 +263,7 @@ def test_a_rerun_group_keeps_finished_shards_and_redoes_the_rest(tiny_ldm_dir, s
     monkeypatch.setattr(generate, "load_sampler", lambda *a, **k: pytest.fail("loaded the LDM with nothing to make"))
     augment_group(str(tiny_ldm_dir), sources, set_dir, group_json, SETTINGS, sampler, device="cpu")
     # other settings, or a tar that is not the one its stats describe, mean the shard is made again
-    stats_path, expected = set_dir / "stats" / "00007.json", {"settings": asdict(SETTINGS), "sampler": asdict(sampler)}
+    stats_path, expected = set_dir / "stats" / "00007.json", {"settings": SETTINGS.record(), "sampler": asdict(sampler)}
     assert groups.finished(tars(set_dir, "00007"), stats_path, expected) is not None
     assert groups.finished(tars(set_dir, "00007"), stats_path, {**expected, "sampler": asdict(SamplerSettings())}) is None
     with open(tar(set_dir, "00007", j=2), "r+b") as handle:

@@ -54,7 +54,7 @@ def test_every_leaf_key_has_type_and_default():
         (lambda c: c["train"].update(epochs="many"), "train.epochs", "'type': 'integer'"),
         (lambda c: c["download"].update(colour="blue"), "download", "allowed keys"),
         (lambda c: c["datasets"]["cc3m"].pop("url_list"), "datasets.cc3m", "url_list"),
-        (lambda c: c["datasets"]["cc3m"].update(source="ftp"), "datasets.cc3m.source", "['url_list', 'corpus']"),
+        (lambda c: c["datasets"]["cc3m"].update(source="ftp"), "datasets.cc3m.source", "['url_list', 'corpus', 'rehearsal']"),
         (lambda c: c["datasets"].update({"Bad-Name": {"source": "corpus"}}), "datasets", "does not match"),
         (lambda c: c["train"].update(default_model="vit-h-14"), "train.default_model", "not a key of train.models"),
         (lambda c: c["train"].update(precision="fp8"), "train.precision", "'amp'"),
@@ -186,12 +186,14 @@ def test_a_later_config_file_removes_named_entries_with_null(tmp_path):
         "datasets": {"cc12m": None, "laion400m": None},
         "evaluate": {"benchmarks": {"sun397": None}, "zeroshot": ["imagenet1k"]},
         "report": {"datasets": {"cc12m": "cc3m", "laion400m": "cc3m"}, "benchmarks": {"sun397": None}},
-        "ldm": {"retrain": {"micro_batch_size": None}}}))
+        "ldm": {"retrain": {"micro_batch_size": None}},
+        "train": {"laclip": {"rewrites": {"cc12m": None, "laion400m": None}}}}))
     config = load_config(REPO / "config" / "config.yaml", overlay)
     assert sorted(config["datasets"]) == ["cc3m"] and "sun397" not in config["evaluate"]["benchmarks"]
     assert config["report"]["datasets"] == {"cc3m": "cc3m", "cc12m": "cc3m", "laion400m": "cc3m"}
     assert config["ldm"]["retrain"]["micro_batch_size"] is None  # null stays a value outside named collections
-    overlay.write_text(yaml.safe_dump({"datasets": {"cc12m": None, "laion400m": None}}))
+    overlay.write_text(yaml.safe_dump({"datasets": {"cc12m": None, "laion400m": None},
+                                       "train": {"laclip": {"rewrites": {"cc12m": None, "laion400m": None}}}}))
     with pytest.raises(ConfigError, match="report.datasets.cc12m"):  # still named by the report block
         load_config(REPO / "config" / "config.yaml", overlay)
 

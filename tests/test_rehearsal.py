@@ -50,7 +50,7 @@ def test_rehearsal_benchmark_has_the_real_class_names_and_templates(tmp_path):
 
     sizes = {"benchmark_classes": 4, "benchmark_train": 4, "benchmark_test": 4, "templates": 2, "image_size": 32}
     summary = rehearsal.write_benchmark("wds/imagenet1k", sizes, 0, tmp_path / "in1k")
-    meta = check_benchmark_labels(tmp_path / "in1k", ("train", "test"))
+    meta = check_benchmark_labels(tmp_path / "in1k", "finetune")  # train + test splits and the templates
     assert len(meta["classnames"]) == 1000 and meta["classnames"][0] == "tench"
     assert meta["templates"] == ["a bad photo of a {c}.", "a photo of many {c}."] and summary["templates_published"] == 80
     assert summary["labels_used"] == [0, 333, 666, 999] and meta["samples"] == {"train": 4, "test": 4}

@@ -26,7 +26,7 @@ SLURM_ARGS = ["--profile", PROFILE, "--slurm-status-command", "squeue", "--slurm
               "1", "--seconds-between-status-checks", "1", "--latency-wait", "5"]
 # The ED-SAM run's chain through every stage: corpus -> download -> verification -> the M = 2 set -> its
 # M = 1 subset -> training -> evaluation, and the DomainBed features and probes of that teacher.
-EDSAM_RUN = "demo/tiny-vit/clip-none/pretrained-edsam-rho0.5-m1"
+EDSAM_RUN = "demo/tiny-rn/clip-none/pretrained-edsam-rho0.5-m1/seed0"
 TARGETS = (f"results/eval/{EDSAM_RUN}/photo/zeroshot_classification.json", "results/domainbed/demo/edsam/clip.json")
 
 
@@ -60,7 +60,7 @@ def test_a_multi_node_training_is_one_task_per_gpu_started_by_srun(workdir):
     (workdir / "two_nodes.yaml").write_text("train: {nodes: 2}\n")  # merged over the paper config
     fake_downloads(workdir, {"cc3m": 1, "cc12m": 1, "laion400m": 1})
     result = snakemake("-n", *SLURM_ARGS[:2], "--configfile", str(REPO / "config" / "config.yaml"),
-                       str(workdir / "two_nodes.yaml"), "--", "results/train/cc3m/vit-b-16/clip-none/real/train.json",
+                       str(workdir / "two_nodes.yaml"), "--", "results/train/cc3m/vit-b-16/clip-none/real/seed0/train.json",
                        cwd=workdir)
     (rule, train), = job_resources(result.stdout)
     assert (train["gpu"], train["nodes"], train["mpi"], train["tasks_per_node"], train["cpus_per_task"]) == (

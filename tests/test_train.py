@@ -233,7 +233,7 @@ def test_slip_takes_its_simclr_negatives_from_every_rank(tmp_path):
     generator = torch.Generator().manual_seed(0)
     first, second = torch.randn(8, 16, generator=generator), torch.randn(8, 16, generator=generator)
     mp.start_processes(_simclr_rank, args=(2, tmp_path / "rendezvous", first, second, tmp_path / "out"), nprocs=2,
-                       start_method="fork")
+                       start_method="spawn")  # fork after torch's OpenMP pool started deadlocks the child
     ranks = [torch.load(tmp_path / f"out.{r}", weights_only=True) for r in range(2)]
     a, b = first.clone().requires_grad_(True), second.clone().requires_grad_(True)
     rows = _nt_xent_rows(a, b)

@@ -32,8 +32,8 @@ ABLATION_TARGETS = (
     "results/augment/demo/retrained/random-rho1.0-m5/manifest.json",
     "results/ldm/tiny/diffusion/train.json",
     "models/tiny-ldm/SHA256SUMS",
-    "results/train/demo/tiny-rn/slip-ada/retrained-random-rho0.2-m3/train.json",
-    "results/train/demo/tiny-vit/laclip-masking/real/train.json",
+    "results/train/demo/tiny-rn/slip-ada/retrained-random-rho0.2-m3/seed1/train.json",
+    "results/train/demo/tiny-vit/laclip-masking/real/seed0/train.json",
     "results/domainbed/demo/edsam/vl2v-sd/sketch.json",
 )
 
@@ -112,7 +112,7 @@ def test_demo_end_to_end(demo_run):
     fidelity = json.loads((workdir / "results/ldm/fidelity/pretrained.json").read_text())
     assert 0 <= fidelity["edsam"]["0.5"] <= 1 and (workdir / "results/ldm/fidelity/pretrained.png").exists()
     for data, per_epoch in (("real", 50), ("pretrained-edsam-rho0.5-m1", 50)):  # CLIP and ED-SAM: equal budget
-        facts = json.loads((workdir / f"results/train/demo/tiny-vit/clip-none/{data}/train.json").read_text())
+        facts = json.loads((workdir / f"results/train/demo/tiny-rn/clip-none/{data}/seed0/train.json").read_text())
         assert facts["samples_per_epoch"] == per_epoch and facts["epochs"] == 1
         assert facts["provenance"]["data"] == data and facts["final_loss"] == facts["final_loss"]
     frame = pd.read_csv(workdir / "results/tables/table3.csv")  # every covered cell filled from this run
@@ -131,7 +131,7 @@ def check_domainbed_stage(workdir):
 
     dg = workdir / "results/domainbed/demo"
     for teacher, data in (("clip", "real"), ("edsam", "pretrained-edsam-rho0.5-m1")):
-        weights = workdir / f"results/train/demo/tiny-vit/clip-none/{data}/model/open_clip_model.safetensors"
+        weights = workdir / f"results/train/demo/tiny-rn/clip-none/{data}/seed0/model/open_clip_model.safetensors"
         clip = json.loads((dg / teacher / "clip.json").read_text())
         assert [t["target"] for t in clip["targets"]] == ["photo", "sketch"]
         assert clip["teacher_sha256"] == sha256_file(weights) and clip["bad_images"] == 0

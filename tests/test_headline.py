@@ -63,7 +63,8 @@ def write_results(root, spec):
             for benchmark in spec.benchmarks:
                 path = root / spec.run(condition, seed).result(".", benchmark, "zeroshot_classification")[2:]
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps({"metrics": {"acc1": 0.3 + 0.01 * seed}}))
+                metrics = {"acc1": 0.3 + 0.01 * seed, "mean_per_class_recall": 0.2 + 0.01 * seed}
+                path.write_text(json.dumps({"metrics": metrics}))
 
 
 def test_written_from_result_files_with_table_markdown_and_figure(tmp_path):
@@ -90,3 +91,16 @@ def test_shipped_configs_run_the_headline_with_several_seeds(name):
     spec = HeadlineSpec.from_config(load_config(REPO / "config" / name))
     assert spec is not None and len(spec.seeds) >= 3 and spec.held_out and spec.source not in spec.held_out
     assert len(spec.runs()) == 3 * len(spec.seeds)
+
+
+def test_each_benchmark_is_read_with_its_metric(tmp_path):
+    """A benchmark configured for mean per-class recall (the CLIP protocol's Pets, Flowers, Caltech) is read so."""
+    spec = HeadlineSpec("demo", "tiny-rn", (0, 1), "photo", ("sketch",), 0.5, 1, results_dir=str(tmp_path),
+                        metrics={"sketch": "mean_per_class_recall"})
+    write_results(tmp_path, spec)
+    frame = build_headline(spec).set_index(["condition", "domain"])
+    assert frame.loc[("CLIP", "photo"), "mean"] == pytest.approx(30.5)
+    assert frame.loc[("CLIP", "sketch"), "mean"] == pytest.approx(20.5)
+    assert "mean per-class recall on sketch" in to_markdown(build_headline(spec), spec)
+    paper = HeadlineSpec.from_config(load_config(REPO / "config" / "config.yaml"))
+    assert paper.metrics["pets"] == "mean_per_class_recall" and paper.metrics["stl10"] == "acc1"

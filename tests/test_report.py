@@ -102,6 +102,34 @@ def test_table_from_fixture_results_with_missing_cells(mapping, tmp_path):
     assert frame.our_run.dropna().str.fullmatch(r"demo/tiny-vit/clip-none/[^/]+").all()
 
 
+def test_table7_reads_mean_per_class_recall_where_the_clip_protocol_does(tmp_path):
+    """Issue 16, item 4: Caltech-101, Flowers-102 and Pets cells read each benchmark's configured metric (the
+    paper config: mean per-class recall), the others top-1; the CSV and the markdown say which."""
+    config = load_config(REPO / "config" / "config.yaml")
+    mapping = dataclasses.replace(ReportMapping.from_config(config), results_dir=str(tmp_path))
+    assert {b: m for b, m in mapping.metrics.items() if m != "acc1"} == {
+        "caltech101": "mean_per_class_recall", "flowers": "mean_per_class_recall", "pets": "mean_per_class_recall"}
+    paper = load_paper_values(PAPER)
+    for path in required_results(paper, 7, mapping):
+        _result(tmp_path / path.removeprefix(f"{tmp_path}/"), acc1=0.9, mean_per_class_recall=0.6)
+    frame = build_table(paper, 7, mapping).set_index("benchmark")
+    assert (frame.status == "ok").all()
+    assert frame.loc[["caltech101", "flowers", "pets"], "ours"].round(6).unique().tolist() == [60.0]
+    assert frame.loc[["stl10", "country211", "sun397"], "ours"].round(6).unique().tolist() == [90.0]
+    assert set(frame.loc["pets", "metric"]) == {"mean_per_class_recall"} and set(frame.loc["stl10", "metric"]) == {"acc1"}
+    markdown = to_markdown(frame.reset_index(), 7)
+    assert "pets ZS: `mean_per_class_recall`" in markdown and "stl10 ZS: `acc1`" in markdown
+
+
+def test_a_benchmark_metric_outside_the_protocol_is_refused(tmp_path):
+    from edsam.config import ConfigError
+
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("evaluate: {benchmarks: {pets: {metric: acc5}}}\n")
+    with pytest.raises(ConfigError, match="evaluate.benchmarks.pets.metric"):
+        load_config(REPO / "config" / "config.yaml", overlay)
+
+
 def test_write_table_round_trips_through_csv(mapping, tmp_path):
     _result(tmp_path / "eval/demo/tiny-vit/clip-none/real/seed0/photo/finetune.json", acc1=0.9)
     frame = write_table(PAPER, 4, mapping, tmp_path / "t4.csv", tmp_path / "t4.md")

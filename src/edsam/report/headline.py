@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -42,17 +42,20 @@ class HeadlineSpec:
     rho: float
     m: int
     results_dir: str = "results"
+    metrics: dict = field(default_factory=dict)  # benchmark -> its metric (evaluate.benchmarks.<name>.metric)
 
     @classmethod
     def from_config(cls, config: dict) -> "HeadlineSpec | None":
         """From a full config (defaults filled); None when ``report.headline`` is off."""
+        from edsam.report.tables import benchmark_metrics
+
         headline, evaluate = config["report"]["headline"], config["evaluate"]
         if not headline.get("dataset") or not headline.get("seeds") or not evaluate.get("benchmarks"):
             return None
         held_out = headline.get("benchmarks") or [b for b in evaluate["zeroshot"] if b != evaluate["primary"]]
         return cls(headline["dataset"], headline.get("model") or config["train"]["default_model"],
                    tuple(headline["seeds"]), evaluate["primary"], tuple(held_out), float(config["augment"]["rho"]),
-                   int(config["augment"]["m"]), config["results_dir"])
+                   int(config["augment"]["m"]), config["results_dir"], benchmark_metrics(evaluate))
 
     def run(self, condition: str, seed: int) -> RunId:
         spec = CONDITIONS[condition]
@@ -88,7 +91,7 @@ def summarise(values: list[float]) -> dict:
 
 
 def read_accuracies(spec: HeadlineSpec) -> pd.DataFrame:
-    """One row per (condition, seed, benchmark): zero-shot top-1 accuracy in %."""
+    """One row per (condition, seed, benchmark): zero-shot accuracy in % (each benchmark's metric)."""
     rows = []
     for condition in CONDITIONS:
         for seed in spec.seeds:
@@ -96,8 +99,9 @@ def read_accuracies(spec: HeadlineSpec) -> pd.DataFrame:
             for benchmark in spec.benchmarks:
                 path = Path(run.result(spec.results_dir, benchmark, TASK))
                 result = json.loads(path.read_text())
+                metric = spec.metrics.get(benchmark, "acc1")
                 rows.append({"condition": condition, "seed": seed, "domain": benchmark, "run": str(run),
-                             "accuracy": 100.0 * float(result["metrics"]["acc1"])})
+                             "accuracy": 100.0 * float(result["metrics"][metric])})
     frame = pd.DataFrame(rows)
     average = (frame[frame.domain.isin(spec.held_out)].groupby(["condition", "seed"], as_index=False, sort=False)
                .accuracy.mean())
@@ -165,9 +169,15 @@ def to_markdown(frame: pd.DataFrame, spec: HeadlineSpec) -> str:
              *table("condition", lambda r: f"{r['mean']:.1f} +- {r.sd:.1f}"), "",
              "Paired difference (same seed), mean [95% CI]:", "",
              *table("difference", lambda r: f"{r['mean']:+.1f} [{r.ci_low:+.1f}, {r.ci_high:+.1f}]"), "",
+             _metrics_sentence(spec),
              f"Conditions at equal training budget; synthetic sets at rho = {spec.rho:g}, M = {spec.m}. "
              "Runs: `results/train/" + f"{spec.run('ED-SAM', spec.seeds[0])}` and its siblings."]
     return "\n".join(lines) + "\n"
+
+
+def _metrics_sentence(spec: HeadlineSpec) -> str:
+    recall = [b for b in spec.benchmarks if spec.metrics.get(b, "acc1") == "mean_per_class_recall"]
+    return "Metric: top-1 accuracy" + (f", mean per-class recall on {', '.join(recall)}." if recall else ".")
 
 
 def plot_headline(frame: pd.DataFrame, spec: HeadlineSpec, chance: float, out: str | Path) -> None:
@@ -189,7 +199,7 @@ def plot_headline(frame: pd.DataFrame, spec: HeadlineSpec, chance: float, out: s
         axis.bar(positions, rows["mean"], width, yerr=rows.sd.fillna(0), capsize=3, label=condition)
     axis.axhline(100 * chance, color="black", linestyle="--", linewidth=1, label=f"chance ({100 * chance:.0f}%)")
     axis.set_xticks(range(len(domains)), [f"{d}\n(source)" if d == spec.source else d for d in domains])
-    axis.set_ylabel("zero-shot top-1 (%)")
+    axis.set_ylabel("zero-shot accuracy (%)")
     axis.set_title(f"{spec.dataset} / {spec.model}: mean +- sd over {len(spec.seeds)} seeds")
     axis.legend(fontsize=8, ncol=2)
     figure.tight_layout()

@@ -23,7 +23,11 @@ from edsam.layout import RunId, Variant
 
 TABLES = tuple(range(1, 9))
 # Which metric of a result JSON is the table's number, per task (clip_benchmark's names).
-METRIC = {"zeroshot_classification": "acc1", "linear_probe": "lp_acc1", "finetune": "acc1"}
+# Each benchmark's metric (evaluate.benchmarks.<name>.metric): top-1 accuracy, or the mean per-class recall the
+# CLIP paper reports for Caltech-101, Flowers-102 and Oxford-IIIT Pets (spec section 6). Fine-tuning (ImageNet
+# only) stays top-1.
+METRICS = ("acc1", "mean_per_class_recall")
+METRIC_LABEL = {"acc1": "top-1 accuracy", "mean_per_class_recall": "mean per-class recall"}
 TASK_LABEL = {"zeroshot_classification": "ZS", "linear_probe": "LP", "finetune": "FT"}
 PAPER_DATA = re.compile(r"(?P<ldm>pretrained|retrained)-(?P<transform>edsam|random)-rho(?P<rho>[\d.]+)-m(?P<m>\d+)")
 
@@ -44,6 +48,7 @@ class ReportMapping:
     ldms: tuple = ("pretrained", "retrained")  # and LDMs of synthetic data
     seed: int = 0  # every run's seed (config `seed`)
     seeds: dict = field(default_factory=dict)  # seedless run name -> its seeds, for runs trained with several
+    metrics: dict = field(default_factory=dict)  # our benchmark -> its metric (absent: acc1)
 
     @classmethod
     def from_config(cls, config: dict) -> "ReportMapping":
@@ -62,7 +67,7 @@ class ReportMapping:
         return cls(dict(report["datasets"]), dict(report["models"]), dict(report["benchmarks"]), rho_values,
                    m_values, config["results_dir"], frozenset(evaluation_pairs(config["evaluate"])),
                    tuple(report["methods"]), tuple(report["regularisers"]), tuple(report["ldms"]),
-                   int(config["seed"]), seeds)
+                   int(config["seed"]), seeds, benchmark_metrics(config["evaluate"]))
 
     def data(self, paper_data: str) -> str | None:
         """A paper cell's data (real, or <ldm>-<transform>-rho<rho>-m<M>) in this config's terms."""
@@ -88,6 +93,18 @@ class ReportMapping:
         return [run.with_seed(seed).result(self.results_dir, benchmark, cell["task"]) for seed in seeds]
 
 
+def benchmark_metrics(evaluate: dict) -> dict:
+    """Our benchmark -> its metric (``evaluate.benchmarks.<name>.metric``, default acc1)."""
+    return {name: entry.get("metric", "acc1") for name, entry in evaluate.get("benchmarks", {}).items()}
+
+
+def result_metric(task: str, metric: str) -> str:
+    """The key of a result JSON's ``metrics`` that holds ``metric`` for ``task`` (clip_benchmark's names)."""
+    if task == "finetune":
+        return "acc1"
+    return f"lp_{metric}" if task == "linear_probe" else metric
+
+
 def _seedless(run: RunId) -> str:
     return str(run).rsplit("/seed", 1)[0]
 
@@ -106,14 +123,15 @@ def required_results(paper: pd.DataFrame, table: int, mapping: ReportMapping) ->
     return sorted({p for _, c in cells.iterrows() for p in mapping.result_paths(c) or []})
 
 
-def _our_values(paths: list[str] | None, task: str) -> tuple[list[float], str, dict]:
-    """Our numbers for a cell (in %, one per seed), its status, and the training facts of its first run."""
+def _our_values(paths: list[str] | None, key: str) -> tuple[list[float], str, dict]:
+    """Our numbers for a cell (in %, one per seed; ``key`` of each result's metrics), its status, and the
+    training facts of its first run."""
     if paths is None:
         return [], "not covered", {}
     if not all(Path(p).exists() for p in paths):
         return [], "not run", {}
     results = [json.loads(Path(p).read_text()) for p in paths]
-    return [100.0 * float(r["metrics"][METRIC[task]]) for r in results], "ok", results[0].get("train") or {}
+    return [100.0 * float(r["metrics"][key]) for r in results], "ok", results[0].get("train") or {}
 
 
 def build_table(paper: pd.DataFrame, table: int, mapping: ReportMapping) -> pd.DataFrame:
@@ -123,13 +141,15 @@ def build_table(paper: pd.DataFrame, table: int, mapping: ReportMapping) -> pd.D
     rows = []
     for _, cell in paper[paper.table == table].iterrows():
         paths = mapping.result_paths(cell)
-        values, status, train = _our_values(paths, cell["task"])
+        metric = mapping.metrics.get(mapping.benchmarks.get(cell["benchmark"]), "acc1")
+        key = result_metric(cell["task"], metric)
+        values, status, train = _our_values(paths, key)
         ours = sum(values) / len(values) if values else None
         sd = pd.Series(values).std() if len(values) > 1 else None
         rows.append({
             "table": table, "dataset": cell["dataset"], "model": cell["model"], "method": cell["method"],
             "regulariser": cell["regulariser"], "data": cell["data"], "benchmark": cell["benchmark"],
-            "task": cell["task"], "our_run": _run_of(paths), "our_data": mapping.data(cell["data"]),
+            "task": cell["task"], "metric": key, "our_run": _run_of(paths), "our_data": mapping.data(cell["data"]),
             "paper": float(cell["value"]), "ours": ours, "ours_sd": sd, "n_seeds": len(values) or None,
             "difference": None if ours is None else round(ours - float(cell["value"]), 2), "status": status,
             "samples_seen": train.get("samples_seen"), "optimizer_steps": train.get("optimizer_steps"),
@@ -157,9 +177,15 @@ def to_markdown(frame: pd.DataFrame, table: int) -> str:
         values = [_format(cells.get(c)) for c in columns]
         lines.append("| " + " | ".join(list(key) + values) + " |")
     counts = frame.status.value_counts().to_dict()
-    lines += ["", f"Cells: {len(frame)}; " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + ".",
+    lines += ["", _metrics_line(frame), f"Cells: {len(frame)}; " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + ".",
               "Ours: this config's runs (see `our_run` in the CSV); paper: `data/paper_values.csv`."]
     return "\n".join(lines) + "\n"
+
+
+def _metrics_line(frame: pd.DataFrame) -> str:
+    """Which metric each column's cells use (clip_benchmark's keys; lp_: the linear probe's)."""
+    used = dict.fromkeys(f"{b} {TASK_LABEL[t]}: `{m}`" for b, t, m in zip(frame.benchmark, frame.task, frame.metric))
+    return "Metric per column: " + "; ".join(used) + "."
 
 
 def _format(row) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edsam.config import deep_update
 from edsam.corpus import CorpusSpec, build_corpus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,18 +65,11 @@ def copy_tree(src, dst):
     shutil.copytree(src, dst, dirs_exist_ok=True)
 
 
-def merge(base, overlay):
-    """``overlay`` over ``base``: mappings merge key by key, anything else replaces."""
-    if not (isinstance(base, dict) and isinstance(overlay, dict)):
-        return overlay
-    return {**base, **{key: merge(base.get(key), value) for key, value in overlay.items()}}
-
-
 def write_config(path, ldm=None, **corpus):
     """config/demo.yaml with tests/fixture.yaml over it (the suite's own small sizes), the given LDM,
     absolute model paths and these corpus settings."""
-    config = merge(yaml.safe_load((REPO / "config" / "demo.yaml").read_text()),
-                   yaml.safe_load((REPO / "tests" / "fixture.yaml").read_text()))
+    config = deep_update(yaml.safe_load((REPO / "config" / "demo.yaml").read_text()),
+                         yaml.safe_load((REPO / "tests" / "fixture.yaml").read_text()))
     config["corpus"].update(corpus)
     config["augment"]["ldm"] = str(ldm or "models/tiny-ldm")
     config["train"]["models"] = {k: f"local-dir:{REPO / v.removeprefix('local-dir:')}"

@@ -37,8 +37,9 @@ def test_the_demo_recipe_learns_its_training_domain(tmp_path):
     pack_shards_with_manifest(spec, "photo", "train", tmp_path / "pairs", "pairs", per_shard=250)
     build_corpus(CorpusSpec(**{**spec.__dict__, "train_per_class": 1}), tmp_path / "corpus")  # the test photos
     package_corpus_domain(tmp_path / "corpus", "photo", tmp_path / "photo")
-    facts = train(demo_settings(epochs=EPOCHS, warmup=10, batch_size=BATCH_SIZE), str(tmp_path / "pairs" / "manifest.json"), None,
-                  tmp_path / "run", tmp_path / "run" / "train.json")
+    settings = demo_settings(epochs=EPOCHS, warmup=10, batch_size=BATCH_SIZE)
+    facts = train(settings, str(tmp_path / "pairs" / "manifest.json"), None, tmp_path / "run",
+                  tmp_path / "run" / "train.json")
     losses = [e["mean_loss"] for e in facts["epoch_log"]]
     assert losses[-1] < 0.8 * losses[0], losses
     settings = {"batch_size": 300, "workers": 0, "seed": 0, "linear_probe": {"epochs": 1, "lr": 0.1}}

@@ -212,15 +212,17 @@ def load_config(*paths: str | Path, overrides: dict[str, Any] | None = None) -> 
             loaded = yaml.safe_load(handle) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config file must be a YAML mapping, not {type(loaded).__name__}")
-        _deep_update(config, loaded)
-    _deep_update(config, overrides or {})
+        deep_update(config, loaded)
+    deep_update(config, overrides or {})
     return validate_config(config)
 
 
-def _deep_update(base: dict, update: dict) -> dict:
+def deep_update(base: dict, update: dict) -> dict:
+    """``update`` over ``base``, in place: mappings merge key by key, anything else replaces (how config files
+    combine)."""
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_update(base[key], value)
+            deep_update(base[key], value)
         else:
             base[key] = value
     return base

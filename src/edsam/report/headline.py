@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from edsam.layout import RunId, Variant, data_name
+from edsam.report.tables import benchmark_metrics, result_metric
 
 TASK = "zeroshot_classification"
 HELD_OUT_AVERAGE = "held-out average"
@@ -47,8 +48,6 @@ class HeadlineSpec:
     @classmethod
     def from_config(cls, config: dict) -> "HeadlineSpec | None":
         """From a full config (defaults filled); None when ``report.headline`` is off."""
-        from edsam.report.tables import benchmark_metrics
-
         headline, evaluate = config["report"]["headline"], config["evaluate"]
         if not headline.get("dataset") or not headline.get("seeds") or not evaluate.get("benchmarks"):
             return None
@@ -99,9 +98,9 @@ def read_accuracies(spec: HeadlineSpec) -> pd.DataFrame:
             for benchmark in spec.benchmarks:
                 path = Path(run.result(spec.results_dir, benchmark, TASK))
                 result = json.loads(path.read_text())
-                metric = spec.metrics.get(benchmark, "acc1")
+                key = result_metric(TASK, spec.metrics.get(benchmark, "acc1"))
                 rows.append({"condition": condition, "seed": seed, "domain": benchmark, "run": str(run),
-                             "accuracy": 100.0 * float(result["metrics"][metric])})
+                             "accuracy": 100.0 * float(result["metrics"][key])})
     frame = pd.DataFrame(rows)
     average = (frame[frame.domain.isin(spec.held_out)].groupby(["condition", "seed"], as_index=False, sort=False)
                .accuracy.mean())

@@ -22,12 +22,6 @@ import pandas as pd
 from edsam.layout import RunId, Variant
 
 TABLES = tuple(range(1, 9))
-# Which metric of a result JSON is the table's number, per task (clip_benchmark's names).
-# Each benchmark's metric (evaluate.benchmarks.<name>.metric): top-1 accuracy, or the mean per-class recall the
-# CLIP paper reports for Caltech-101, Flowers-102 and Oxford-IIIT Pets (spec section 6). Fine-tuning (ImageNet
-# only) stays top-1.
-METRICS = ("acc1", "mean_per_class_recall")
-METRIC_LABEL = {"acc1": "top-1 accuracy", "mean_per_class_recall": "mean per-class recall"}
 TASK_LABEL = {"zeroshot_classification": "ZS", "linear_probe": "LP", "finetune": "FT"}
 PAPER_DATA = re.compile(r"(?P<ldm>pretrained|retrained)-(?P<transform>edsam|random)-rho(?P<rho>[\d.]+)-m(?P<m>\d+)")
 
@@ -99,7 +93,10 @@ def benchmark_metrics(evaluate: dict) -> dict:
 
 
 def result_metric(task: str, metric: str) -> str:
-    """The key of a result JSON's ``metrics`` that holds ``metric`` for ``task`` (clip_benchmark's names)."""
+    """The key of a result JSON's ``metrics`` that holds ``metric`` for ``task`` (clip_benchmark's names).
+
+    ``metric`` is the benchmark's (top-1 accuracy, or the mean per-class recall the CLIP paper reports for
+    Caltech-101, Flowers-102 and Oxford-IIIT Pets: spec section 6); fine-tuning (ImageNet only) stays top-1."""
     if task == "finetune":
         return "acc1"
     return f"lp_{metric}" if task == "linear_probe" else metric
@@ -177,7 +174,8 @@ def to_markdown(frame: pd.DataFrame, table: int) -> str:
         values = [_format(cells.get(c)) for c in columns]
         lines.append("| " + " | ".join(list(key) + values) + " |")
     counts = frame.status.value_counts().to_dict()
-    lines += ["", _metrics_line(frame), f"Cells: {len(frame)}; " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + ".",
+    cells = f"Cells: {len(frame)}; " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + "."
+    lines += ["", _metrics_line(frame), cells,
               "Ours: this config's runs (see `our_run` in the CSV); paper: `data/paper_values.csv`."]
     return "\n".join(lines) + "\n"
 

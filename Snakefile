@@ -26,5 +26,5 @@ include: "workflow/rules/rehearsal.smk"
 
 rule all:
     input:
-        all_targets(),
+        targets.all_targets(PLAN),
     default_target: True

@@ -471,10 +471,8 @@ def check_success_rate(manifest: dict, minimum: float) -> None:
 
 def shard_paths(manifest_path: str | Path, nonempty: bool = True) -> list[str]:
     """The tar paths a manifest lists, relative to the working directory."""
-    manifest_path = Path(manifest_path)
-    manifest = json.loads(manifest_path.read_text())
-    return [
-        str(manifest_path.parent / shard["tar"])
-        for shard in manifest["shards"]
+    from edsam.manifest import ShardManifest
+
+    return ShardManifest.load(manifest_path).tar_paths(nonempty)
         if shard["successes"] > 0 or not nonempty
     ]

@@ -107,3 +107,75 @@ class RunId:
 
     def result(self, results: str, benchmark: str, task: str) -> str:
         return f"{self.eval_dir(results)}/{benchmark}/{task}.json"
+
+
+def _join(folder: str, parts: tuple[str, ...]) -> str:
+    return "/".join((folder, *parts))
+
+
+@dataclass(frozen=True)
+class ResultsLayout:
+    """Every path under ``results_dir``, in one place.
+
+    Each method takes names (and, for a folder, the parts of a path inside it)
+    and returns a path; given Snakemake wildcards (``"{dataset}"``) it returns
+    the rule's pattern, so a rule's output and the target that asks for it are
+    spelled by the same function.
+    """
+
+    root: str = "results"
+
+    @property
+    def logs(self) -> str:
+        return f"{self.root}/logs"
+
+    def log(self, name: str) -> str:
+        return f"{self.logs}/{name}.log"
+
+    @property
+    def corpus(self) -> str:
+        return f"{self.root}/corpus"
+
+    def download_dir(self, dataset: str) -> str:
+        return f"{self.root}/download/{dataset}"
+
+    def download_manifest(self, dataset: str) -> str:
+        return f"{self.download_dir(dataset)}/manifest.json"
+
+    def shard(self, dataset: str, shard: str) -> str:
+        return f"{self.download_dir(dataset)}/shards/{shard}.tar"
+
+    def synthetic_set(self, dataset: str, ldm: str, folder: str, *parts: str) -> str:
+        """A synthetic set's folder: ``<variant>`` or ``<variant>-of-m<M'>`` (a subset of the M' set)."""
+        return _join(f"{self.root}/augment/{dataset}/{ldm}/{folder}", parts)
+
+    def synthetic_manifest(self, dataset: str, ldm: str, folder: str) -> str:
+        return f"{self.synthetic_set(dataset, ldm, folder)}/manifest.json"
+
+    def retrained_ldm(self, dataset: str, *parts: str) -> str:
+        return _join(f"{self.root}/ldm/retrained-{dataset}", parts)
+
+    def architecture_ldm(self, name: str, *parts: str) -> str:
+        return _join(f"{self.root}/ldm/architecture/{name}", parts)
+
+    def laclip(self, dataset: str, name: str) -> str:
+        return f"{self.root}/laclip/{dataset}/{name}"
+
+    def benchmark(self, name: str, *parts: str) -> str:
+        return _join(f"{self.root}/benchmarks/{name}", parts)
+
+    def rehearsal_input(self, kind: str, name: str, *parts: str) -> str:
+        """Where the rehearsal's generated stand-in for a dataset, benchmark or DomainBed root is written."""
+        return _join(f"{self.root}/rehearsal/{kind}/{name}", parts)
+
+    def table(self, name: str, ext: str) -> str:
+        return f"{self.root}/tables/{name}.{ext}"
+
+    def plot(self, name: str) -> str:
+        return f"{self.root}/plots/{name}.png"
+
+    def domainbed_data(self, dbset: str, *parts: str) -> str:
+        return _join(f"{self.root}/domainbed/data/{dbset}", parts)
+
+    def domainbed(self, dbset: str, teacher: str, *parts: str) -> str:
+        return _join(f"{self.root}/domainbed/{dbset}/{teacher}", parts)

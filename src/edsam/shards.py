@@ -26,6 +26,7 @@ import pandas as pd
 from PIL import Image
 
 from edsam.fileio import atomic_path, write_json_atomic
+from edsam.manifest import ShardManifest
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 UNSAFE_KEY_REASONS = ("path_separator", "parent_reference", "absolute_path", "control_character")
@@ -187,7 +188,7 @@ def read_caption(sample: dict) -> str:
 def verify_shard_files(tar_paths: list[str | Path], manifest_path: str | Path, max_pixels: int,
                        out: str | Path) -> list[dict]:
     """Verify a group of shards against the download manifest; write one JSON list for the group."""
-    manifest = {s["shard"]: s for s in json.loads(Path(manifest_path).read_text())["shards"]}
+    manifest = ShardManifest.load(manifest_path).by_id()
     results = []
     for tar_path in tar_paths:
         shard = Path(tar_path).stem
@@ -200,13 +201,13 @@ def verify_shard_files(tar_paths: list[str | Path], manifest_path: str | Path, m
 
 def download_report(manifest_path: str | Path, verified_paths: list[str | Path], out: str | Path) -> pd.DataFrame:
     """One row per shard: img2dataset's counts beside what verification found."""
-    manifest = json.loads(Path(manifest_path).read_text())
+    manifest = ShardManifest.load(manifest_path)
     verified = {v["shard"]: v for p in verified_paths for v in json.loads(Path(p).read_text())}
     rows = []
-    for shard in manifest["shards"]:
+    for shard in manifest.shards:
         check = verified.get(shard["shard"], {})
         rows.append({
-            "dataset": manifest["dataset"],
+            "dataset": manifest.data["dataset"],
             "shard": shard["shard"],
             "rows": shard["count"],
             "samples": shard["successes"],

@@ -4,28 +4,29 @@
 # each shard is written atomically with its stats, and a rerun group skips the
 # shards an earlier attempt finished (edsam.augment.groups). The group's JSON is
 # the tracked output: LAION-400M's 41,000 shards stay a DAG Snakemake can build.
-SYNTHETIC_SET = f"{RESULTS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}"
-SUBSET = f"{RESULTS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}-of-m{{superset}}"
+SYNTHETIC_SET = LAYOUT.synthetic_set("{dataset}", "{ldm}", "{transform}-rho{rho}-m{m}")
+SUBSET = LAYOUT.synthetic_set("{dataset}", "{ldm}", "{transform}-rho{rho}-m{m}-of-m{superset}")
 
 
 rule augment_shards:
     input:
         manifest=lambda wildcards: manifest(wildcards.dataset),
-        ldm=lambda wildcards: ldm_inputs(wildcards.ldm, wildcards.dataset),
+        ldm=lambda wildcards: PLAN.ldm_inputs(wildcards.ldm, wildcards.dataset),
     output:
         f"{SYNTHETIC_SET}/groups/{{group}}.json",
     params:
-        sources=lambda wildcards: [f"{download_dir(wildcards.dataset)}/shards/{shard}.tar"
-                                   for shard in shard_groups(wildcards.dataset)[wildcards.group]],
+        sources=lambda wildcards: group_tars(wildcards.dataset, wildcards.group),
         out_dir=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
-        ldm=lambda wildcards: ldm_source(wildcards.ldm, wildcards.dataset),
-        settings=lambda wildcards: json.dumps(augment_settings(wildcards)),
+        ldm=lambda wildcards: PLAN.ldm_source(wildcards.ldm, wildcards.dataset),
+        settings=lambda wildcards: json.dumps(
+            job_settings.augment(PLAN, wildcards.dataset, wildcards.ldm, wildcards.transform, wildcards.rho, wildcards.m)
+        ),
     log:
         f"{LOGS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{m}}/{{group}}.log",
     threads: config["augment"]["threads"]
     priority: 40  # on the critical path to every ED-SAM training
     resources:
-        **stage_resources("augment", gpu=model_gpu()),
+        **stage_resources("augment", gpu=job_resources.model_gpu(PLAN)),
     conda:
         "../../envs/augment.yaml"
     shell:
@@ -54,7 +55,7 @@ rule augment_manifest:
 # of the M' set (the first M samples per image; same seeds, same draws).
 rule augment_subset_shards:
     input:
-        f"{RESULTS}/augment/{{dataset}}/{{ldm}}/{{transform}}-rho{{rho}}-m{{superset}}/groups/{{group}}.json",
+        LAYOUT.synthetic_set("{dataset}", "{ldm}", "{transform}-rho{rho}-m{superset}", "groups", "{group}.json"),
     output:
         f"{SUBSET}/groups/{{group}}.json",
     params:

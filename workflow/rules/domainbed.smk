@@ -10,7 +10,7 @@ rule domainbed_from_corpus:
     input:
         rules.corpus.output.metadata,
     output:
-        f"{RESULTS}/domainbed/data/{{dbset}}/domainbed.json",
+        LAYOUT.domainbed_data("{dbset}", "domainbed.json"),
     params:
         corpus=lambda wildcards, input: os.path.dirname(input[0]),
         out=lambda wildcards, output: os.path.dirname(output[0]),
@@ -26,14 +26,14 @@ rule domainbed_from_corpus:
 
 rule domainbed_features:
     input:
-        data=dg_data_marker,
-        weights=teacher_weights,
+        data=lambda wildcards: PLAN.dg_data_marker(wildcards.dbset),
+        weights=lambda wildcards: PLAN.teacher_weights(wildcards.teacher),
     output:
         features=f"{RESULTS}/domainbed/{{dbset}}/{{teacher}}/features.safetensors",
         facts=f"{RESULTS}/domainbed/{{dbset}}/{{teacher}}/features.json",
     params:
-        teacher=lambda wildcards: teacher_dir(wildcards.teacher),
-        settings=lambda wildcards: json.dumps(dg_settings(wildcards.dbset)),
+        teacher=lambda wildcards: PLAN.teacher_dir(wildcards.teacher),
+        settings=lambda wildcards: json.dumps(job_settings.domainbed(PLAN, wildcards.dbset)),
     log:
         f"{LOGS}/domainbed/{{dbset}}/{{teacher}}/features.log",
     threads: lambda wildcards: DOMAINBED["workers"] + 1
@@ -53,7 +53,7 @@ rule domainbed_clip:
     output:
         f"{RESULTS}/domainbed/{{dbset}}/{{teacher}}/clip.json",
     params:
-        settings=lambda wildcards: json.dumps(dg_settings(wildcards.dbset)),
+        settings=lambda wildcards: json.dumps(job_settings.domainbed(PLAN, wildcards.dbset)),
     log:
         f"{LOGS}/domainbed/{{dbset}}/{{teacher}}/clip.log",
     threads: lambda wildcards: DOMAINBED["workers"] + 1  # scikit-learn's L-BFGS runs on BLAS threads
@@ -74,8 +74,8 @@ rule vl2v:
         result=f"{RESULTS}/domainbed/{{dbset}}/{{teacher}}/vl2v-{{variant}}/{{target}}.json",
         weights=f"{RESULTS}/domainbed/{{dbset}}/{{teacher}}/vl2v-{{variant}}/{{target}}.safetensors",
     params:
-        settings=lambda wildcards: json.dumps(dg_settings(wildcards.dbset)),
-        target=lambda wildcards: {domain_slug(d): d for d in dg_domains(wildcards.dbset)}[wildcards.target],
+        settings=lambda wildcards: json.dumps(job_settings.domainbed(PLAN, wildcards.dbset)),
+        target=lambda wildcards: {targets.domain_slug(d): d for d in PLAN.dg_domains(wildcards.dbset)}[wildcards.target],
     log:
         f"{LOGS}/domainbed/{{dbset}}/{{teacher}}/vl2v-{{variant}}/{{target}}.log",
     threads: lambda wildcards: DOMAINBED["workers"] + 1
@@ -90,15 +90,15 @@ rule vl2v:
 
 rule domainbed_table:
     input:
-        clip=dg_clip_results(),
-        vl2v=dg_vl2v_results(),
-        published=os.path.join(workflow.basedir, "data", "vl2v_published.csv"),
+        clip=targets.dg_clip_results(PLAN),
+        vl2v=targets.dg_vl2v_results(PLAN),
+        published=PLAN.repo_file("data", "vl2v_published.csv"),
     output:
         csv=report(f"{RESULTS}/tables/domainbed.csv", caption="../report/domainbed.rst", category="Tables"),
         md=f"{RESULTS}/tables/domainbed.md",
         effect=f"{RESULTS}/tables/domainbed_effect.csv",
     params:
-        settings=json.dumps(dg_table_settings()),
+        settings=json.dumps(job_settings.domainbed_table(PLAN)),
     log:
         f"{LOGS}/tables/domainbed.log",
     resources:
@@ -113,5 +113,5 @@ rule domainbed_table:
 
 rule domainbed:
     input:
-        dg_targets(),
+        targets.dg_targets(PLAN),
     localrule: True

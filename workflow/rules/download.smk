@@ -10,13 +10,11 @@
 
 checkpoint download:
     input:
-        download_inputs,
+        lambda wildcards: PLAN.download_inputs(wildcards.dataset),
     output:
-        manifest=f"{RESULTS}/download/{{dataset}}/manifest.json",
+        manifest=LAYOUT.download_manifest("{dataset}"),
     params:
-        settings=lambda wildcards: json.dumps(
-            {"dataset": dataset_config(wildcards.dataset), "download": config["download"]}
-        ),
+        settings=lambda wildcards: json.dumps(job_settings.download(PLAN, wildcards.dataset)),
         out=lambda wildcards, output: os.path.dirname(output.manifest),
     log:
         f"{LOGS}/download/{{dataset}}.log",
@@ -37,8 +35,7 @@ rule verify_shards:
     output:
         f"{RESULTS}/download/{{dataset}}/verified/{{group}}.json",
     params:
-        tars=lambda wildcards: [f"{download_dir(wildcards.dataset)}/shards/{shard}.tar"
-                                for shard in shard_groups(wildcards.dataset)[wildcards.group]],
+        tars=lambda wildcards: group_tars(wildcards.dataset, wildcards.group),
         max_pixels=config["download"]["max_image_pixels"],
     log:
         f"{LOGS}/download/{{dataset}}/verify_{{group}}.log",

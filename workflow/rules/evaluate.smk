@@ -12,7 +12,7 @@ rule benchmark_from_corpus:
     input:
         rules.corpus.output.metadata,
     output:
-        f"{RESULTS}/benchmarks/{{benchmark}}/benchmark.json",
+        LAYOUT.benchmark("{benchmark}", "benchmark.json"),
     params:
         domain=lambda wildcards: config["evaluate"]["benchmarks"][wildcards.benchmark]["corpus_domain"],
         corpus=lambda wildcards, input: os.path.dirname(input[0]),
@@ -34,13 +34,13 @@ if RUN_EVALUATIONS:
         input:
             weights=rules.train_clip.output.weights,
             facts=rules.train_clip.output.facts,
-            benchmarks=[benchmark_marker(name) for name in dict.fromkeys(b for b, _ in RUN_EVALUATIONS)],
+            benchmarks=benchmark_markers(RUN_EVALUATIONS),
         output:
             evaluation_outputs(RUN_EVALUATIONS),
         params:
-            plan=lambda wildcards, output: json.dumps(evaluation_plan(RUN_EVALUATIONS, output)),
+            plan=lambda wildcards, output: json.dumps(job_settings.evaluation_plan(PLAN, RUN_EVALUATIONS, output)),
             model_dir=lambda wildcards, input: os.path.dirname(input.weights),
-            settings=lambda wildcards: json.dumps(evaluate_settings()),
+            settings=lambda wildcards: json.dumps(job_settings.evaluate(PLAN)),
         log:
             f"{LOGS}/eval/{TRAIN_RUN}.log",
         threads: lambda wildcards: max(1, config["evaluate"]["workers"] + 1)
@@ -59,12 +59,12 @@ if EXTRA_ZEROSHOT:
         input:
             weights=rules.train_clip.output.weights,
             facts=rules.train_clip.output.facts,
-            benchmarks=[benchmark_marker(name) for name, _ in EXTRA_ZEROSHOT],
+            benchmarks=benchmark_markers(EXTRA_ZEROSHOT),
         output:
             evaluation_outputs(EXTRA_ZEROSHOT),
         params:
-            plan=lambda wildcards, output: json.dumps(evaluation_plan(EXTRA_ZEROSHOT, output)),
+            plan=lambda wildcards, output: json.dumps(job_settings.evaluation_plan(PLAN, EXTRA_ZEROSHOT, output)),
             model_dir=lambda wildcards, input: os.path.dirname(input.weights),
-            settings=lambda wildcards: json.dumps(evaluate_settings()),
+            settings=lambda wildcards: json.dumps(job_settings.evaluate(PLAN)),
         log:
             f"{LOGS}/eval/{TRAIN_RUN}.zeroshot_extra.log",

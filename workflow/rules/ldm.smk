@@ -48,13 +48,13 @@ rule ldm_train_autoencoder:
         f"{RESULTS}/ldm/tiny/autoencoder/train.json",
     params:
         source=lambda wildcards, input: os.path.dirname(input.init),
-        settings=lambda wildcards: json.dumps(ldm_train_settings("autoencoder")),
+        settings=lambda wildcards: json.dumps(job_settings.ldm_train(PLAN, "autoencoder")),
         out=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/ldm/train_autoencoder.log",
     threads: 2
     resources:
-        **stage_resources("ldm", gpu=model_gpu()),
+        **stage_resources("ldm", gpu=job_resources.model_gpu(PLAN)),
     conda:
         "../../envs/augment.yaml"
     shell:
@@ -70,7 +70,7 @@ use rule ldm_train_autoencoder as ldm_train_diffusion with:
         f"{RESULTS}/ldm/tiny/diffusion/train.json",
     params:
         source=lambda wildcards, input: os.path.join(os.path.dirname(input.init), "pipeline"),
-        settings=lambda wildcards: json.dumps(ldm_train_settings("diffusion")),
+        settings=lambda wildcards: json.dumps(job_settings.ldm_train(PLAN, "diffusion")),
         out=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/ldm/train_diffusion.log",
@@ -97,13 +97,13 @@ rule ldm_release:
 
 use rule ldm_train_autoencoder as ldm_retrain with:
     input:
-        init=pretrained_ldm_inputs,
+        init=lambda wildcards: PLAN.pretrained_ldm_inputs(),
         manifest=lambda wildcards: manifest(wildcards.dataset),
     output:
-        f"{RESULTS}/ldm/retrained-{{dataset}}/train.json",
+        LAYOUT.retrained_ldm("{dataset}", "train.json"),
     params:
-        source=lambda wildcards: pretrained_ldm(),
-        settings=lambda wildcards: json.dumps(ldm_train_settings("retrain")),
+        source=lambda wildcards: PLAN.pretrained_ldm(),
+        settings=lambda wildcards: json.dumps(job_settings.ldm_train(PLAN, "retrain")),
         out=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/ldm/retrain_{{dataset}}.log",
@@ -118,7 +118,7 @@ rule ldm_architecture:
         lambda wildcards: os.path.join(workflow.basedir, "models", "architectures", wildcards.architecture,
                                        "model_index.json"),
     output:
-        f"{RESULTS}/ldm/architecture/{{architecture}}/model_index.json",
+        LAYOUT.architecture_ldm("{architecture}", "model_index.json"),
     params:
         source=lambda wildcards, input: os.path.dirname(input[0]),
         seed=config["seed"],
@@ -136,24 +136,17 @@ rule ldm_architecture:
 
 rule ldm_fidelity:
     input:
-        ldm=lambda wildcards: ldm_inputs(wildcards.ldm, DATASETS[0]),
+        ldm=lambda wildcards: PLAN.ldm_inputs(wildcards.ldm, DATASETS[0]),
     output:
         report=f"{RESULTS}/ldm/fidelity/{{ldm}}.json",
         grid=report(f"{RESULTS}/ldm/fidelity/{{ldm}}.png", caption="../report/ldm_grid.rst", category="LDM"),
     params:
-        ldm=lambda wildcards: ldm_source(wildcards.ldm, DATASETS[0]),
-        settings=lambda wildcards: json.dumps(
-            {
-                "corpus": config["corpus"],
-                "fidelity": config["ldm"]["fidelity"],
-                "sampler": sampler_settings("edsam"),
-                "seed": config["seed"],
-            }
-        ),
+        ldm=lambda wildcards: PLAN.ldm_source(wildcards.ldm, DATASETS[0]),
+        settings=lambda wildcards: json.dumps(job_settings.fidelity(PLAN)),
     log:
         f"{LOGS}/ldm/fidelity_{{ldm}}.log",
     resources:
-        **stage_resources("ldm", gpu=model_gpu()),
+        **stage_resources("ldm", gpu=job_resources.model_gpu(PLAN)),
     conda:
         "../../envs/augment.yaml"
     shell:

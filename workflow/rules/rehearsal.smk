@@ -8,9 +8,7 @@ rule rehearsal_pairs:
     output:
         f"{RESULTS}/rehearsal/pairs/{{dataset}}/pairs.json",
     params:
-        settings=lambda wildcards: json.dumps(
-            {"dataset": config["datasets"][wildcards.dataset], "rehearsal": config["rehearsal"], "seed": config["seed"]}
-        ),
+        settings=lambda wildcards: json.dumps(job_settings.rehearsal_input(PLAN, "pairs", wildcards.dataset)),
         out=lambda wildcards, output: os.path.dirname(output[0]),
         kind="pairs",
     log:
@@ -28,9 +26,7 @@ use rule rehearsal_pairs as rehearsal_benchmark with:
     output:
         f"{RESULTS}/rehearsal/benchmarks/{{benchmark}}/benchmark.json",
     params:
-        settings=lambda wildcards: json.dumps(
-            {"dataset": benchmark_dataset(wildcards.benchmark), "rehearsal": config["rehearsal"], "seed": config["seed"]}
-        ),
+        settings=lambda wildcards: json.dumps(job_settings.rehearsal_input(PLAN, "benchmark", wildcards.benchmark)),
         out=lambda wildcards, output: os.path.dirname(output[0]),
         kind="benchmark",
     log:
@@ -41,10 +37,7 @@ use rule rehearsal_pairs as rehearsal_domainbed with:
     output:
         f"{RESULTS}/rehearsal/domainbed/{{dbset}}/domainbed.json",
     params:
-        settings=lambda wildcards: json.dumps(
-            {"domains": dg_domains(wildcards.dbset), "classes": DG_DATASETS[wildcards.dbset].get("classes", []),
-             "rehearsal": config["rehearsal"], "seed": config["seed"]}
-        ),
+        settings=lambda wildcards: json.dumps(job_settings.rehearsal_input(PLAN, "domainbed", wildcards.dbset)),
         out=lambda wildcards, output: os.path.dirname(output[0]),
         kind="domainbed",
     log:
@@ -54,7 +47,7 @@ use rule rehearsal_pairs as rehearsal_domainbed with:
 rule rehearsal:
     """Every stage once (what `all` builds), then a summary of what ran."""
     input:
-        all_targets(),
+        targets.all_targets(PLAN),
     output:
         f"{RESULTS}/rehearsal/summary.json",
     params:

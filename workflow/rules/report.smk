@@ -5,13 +5,13 @@
 
 rule table:
     input:
-        results=table_inputs,
+        results=lambda wildcards: targets.table_inputs(PLAN, wildcards.table),
         paper=PAPER_VALUES,
     output:
         csv=report(f"{RESULTS}/tables/table{{table}}.csv", caption="../report/table.rst", category="Tables"),
         md=f"{RESULTS}/tables/table{{table}}.md",
     params:
-        mapping=json.dumps(report_settings()),
+        mapping=json.dumps(job_settings.report(PLAN)),
     log:
         f"{LOGS}/tables/table{{table}}.log",
     resources:
@@ -35,7 +35,7 @@ for number in range(1, 9):
 
 rule all_tables:
     input:
-        table_targets(),
+        targets.table_targets(PLAN),
     localrule: True
 
 
@@ -43,14 +43,14 @@ rule headline:
     """CLIP / Random / ED-SAM over report.headline.seeds, zero-shot per held-out domain, paired differences."""
     input:
         results=HEADLINE.results() if HEADLINE else [],
-        benchmark=benchmark_marker(config["evaluate"]["primary"]) if HEADLINE else [],
+        benchmark=PLAN.benchmark_marker(config["evaluate"]["primary"]) if HEADLINE else [],
     output:
         csv=report(f"{RESULTS}/tables/headline.csv", caption="../report/headline.rst", category="Tables"),
         md=f"{RESULTS}/tables/headline.md",
         figure=report(f"{RESULTS}/plots/headline.png", caption="../report/headline.rst", category="Figures"),
     params:
-        settings=json.dumps(report_settings()),
-        classnames=f"{benchmark_root(config['evaluate']['primary'])}/classnames.txt" if HEADLINE else "",
+        settings=json.dumps(job_settings.report(PLAN)),
+        classnames=f"{PLAN.benchmark_root(config['evaluate']['primary'])}/classnames.txt" if HEADLINE else "",
     log:
         f"{LOGS}/tables/headline.log",
     resources:
@@ -87,7 +87,7 @@ rule plot_versus:
 
 rule plot_domains:
     input:
-        zeroshot_domain_results,
+        targets.zeroshot_domain_results(PLAN),
     output:
         report(f"{RESULTS}/plots/zeroshot_domains.png", caption="../report/plot_domains.rst", category="Figures"),
     log:
@@ -104,9 +104,9 @@ rule readme_results:
     """The README's results section; copy it into README.md with `edsam readme-sync` (see README)."""
     input:
         tables=expand(f"{RESULTS}/tables/table{{table}}.csv", table=range(1, 9)),
-        figures=readme_figures,
-        headline=[f for f in headline_targets() if f.endswith(".md")],
-        markdown=dg_targets(),
+        figures=targets.readme_figures(PLAN),
+        headline=[f for f in targets.headline_targets(PLAN) if f.endswith(".md")],
+        markdown=targets.dg_targets(PLAN),
     output:
         f"{RESULTS}/readme/results.md",
     params:

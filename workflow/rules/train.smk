@@ -12,7 +12,7 @@ rule laclip_rewrites:
     input:
         lambda wildcards: manifest(wildcards.dataset),
     output:
-        f"{RESULTS}/laclip/{{dataset}}/rewrites.csv",
+        LAYOUT.laclip("{dataset}", "rewrites.csv"),
     log:
         f"{LOGS}/laclip/{{dataset}}/rewrites.log",
     resources:
@@ -27,7 +27,7 @@ rule laclip_index:
     input:
         rewrites_index_inputs,
     output:
-        f"{RESULTS}/laclip/{{dataset}}/rewrites.sqlite",
+        LAYOUT.laclip("{dataset}", "rewrites.sqlite"),
     params:
         rewrites=rewrites_csv,
         version=rewrites_version,
@@ -43,15 +43,15 @@ rule laclip_index:
 
 rule train_clip:
     input:
-        unpack(train_inputs),
+        unpack(lambda wildcards: targets.train_inputs(PLAN, run_id(wildcards))),
     output:
         weights=f"{RESULTS}/train/{TRAIN_RUN}/model/open_clip_model.safetensors",
         facts=f"{RESULTS}/train/{TRAIN_RUN}/train.json",
     params:
-        run_dir=lambda wildcards: train_run_dir(wildcards),
+        run_dir=lambda wildcards: run_id(wildcards).train_dir(RESULTS),
         synthetic=lambda wildcards, input: ["--synthetic-manifest", input.synthetic] if input.synthetic else [],
         rewrites=lambda wildcards, input: ["--rewrites-index", input.rewrites] if "rewrites" in input.keys() else [],
-        settings=lambda wildcards: json.dumps(train_settings(wildcards)),
+        settings=lambda wildcards: json.dumps(job_settings.train(PLAN, run_id(wildcards))),
         gpus=config["train"]["gpus"],  # per node
         nodes=config["train"]["nodes"],
         checkpoints=[] if config["train"]["keep_checkpoints"] else ["--drop-checkpoints"],
@@ -61,7 +61,7 @@ rule train_clip:
     threads: lambda wildcards: max(1, config["train"]["gpus"]) * (config["train"]["workers"] + 1)
     priority: 30  # before evaluations: they wait on other trainings, tables on all of them
     resources:
-        **train_resources(),
+        **job_resources.train(PLAN),
     conda:
         "../../envs/train.yaml"
     shell:

@@ -87,16 +87,17 @@ class ShardSet:
 
     @classmethod
     def from_manifest(cls, manifest_path: str | Path, count_key: str = "successes") -> "ShardSet":
-        """Download and augmentation manifests both list ``shards: [{tar, <count_key>}]``."""
-        manifest_path = Path(manifest_path)
+        """Download and augmentation manifests both list ``shards: [{tar, <count_key>}]`` (edsam.manifest)."""
+        from edsam.manifest import ManifestError, ShardManifest
+
         try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, ValueError) as error:
-            raise TrainInputError(f"{manifest_path}: cannot read the shard manifest ({error})") from None
-        shards = [s for s in manifest.get("shards", []) if s.get(count_key, 0) > 0]
+            manifest = ShardManifest.load(manifest_path)
+        except ManifestError as error:
+            raise TrainInputError(str(error)) from None
+        shards = [s for s in manifest.shards if s.get(count_key, 0) > 0]
         if not shards:
             raise TrainInputError(f"{manifest_path}: lists no non-empty shard to train on")
-        paths = tuple(str(manifest_path.parent / s["tar"]) for s in shards)
+        paths = tuple(manifest.tar_path(s) for s in shards)
         for path, shard in zip(paths, shards):
             check_shard(path, shard[count_key])
         return cls(paths, sum(s[count_key] for s in shards))

@@ -43,7 +43,7 @@ def trained(tmp_path_factory):
         for index in range(600):
             image, row = render_sample(spec, "photo", "train", index)
             sink.write({"__key__": row["key"], "png": png_bytes(image), "txt": f"a photo of a {row['classname']}."})
-    (root / "manifest.json").write_text(json.dumps({"shards": [{"tar": "shards/00000.tar", "successes": 600}]}))
+    (root / "manifest.json").write_text(json.dumps({"shards": [{"shard": "00000", "tar": "shards/00000.tar", "successes": 600}]}))
     settings = TrainSettings(model=TINY_RN, epochs=10, batch_size=50, lr=5e-4, wd=0.05, warmup=5, workers=0,
                              precision="fp32", log_every_n_steps=50)
     train(settings, str(root / "manifest.json"), None, root / "run", root / "run" / "train.json")

@@ -226,3 +226,16 @@ def test_nonempty_groups_follow_a_rewritten_manifest(tmp_path):
     stat = os.stat(path)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a new version, whatever the clock
     assert nonempty_groups(path, 3) == {"00000-00002": ("00000", "00001", "00002")}
+
+
+@pytest.mark.parametrize("tar", ["/etc/passwd", "../other/00000.tar", "shards/../../x.tar"])
+def test_a_manifest_cannot_point_outside_its_folder(tmp_path, tar):
+    from edsam.manifest import write_shard_manifest
+
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps({"shards": [{"shard": "00000", "tar": tar, "successes": 1}]}))
+    with pytest.raises(ManifestError, match="inside the manifest's folder"):
+        ShardManifest.load(path)
+    with pytest.raises(ManifestError, match="inside the manifest's folder"):
+        write_shard_manifest(tmp_path / "new.json", {"shards": [{"shard": "00000", "tar": tar}]})
+    assert not (tmp_path / "new.json").exists()

@@ -80,8 +80,8 @@ def test_tar_member_names_are_never_extracted(tmp_path):
 
 def test_report_joins_manifest_and_verification(good_tar, tmp_path):
     manifest = {"dataset": "d", "shards": [
-        {"shard": "00000", "count": 6, "successes": 5, "failed_to_download": 1, "failed_to_resize": 0},
-        {"shard": "00001", "count": 3, "successes": 0, "failed_to_download": 3, "failed_to_resize": 0},
+        {"shard": "00000", "tar": "00000.tar", "count": 6, "successes": 5, "failed_to_download": 1, "failed_to_resize": 0},
+        {"shard": "00001", "tar": "00001.tar", "count": 3, "successes": 0, "failed_to_download": 3, "failed_to_resize": 0},
     ]}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     verify_shard_files([good_tar], tmp_path / "manifest.json", 1 << 20, tmp_path / "v0.json")

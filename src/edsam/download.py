@@ -45,6 +45,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from edsam.fileio import atomic_path, write_json_atomic
+from edsam.manifest import ShardManifest, write_shard_manifest
 from edsam.loopback import LoopbackServer
 
 log = logging.getLogger(__name__)
@@ -453,7 +454,7 @@ def download_dataset(settings: DownloadSettings, out_dir: str | Path) -> dict:
     if server is not None:
         manifest["loopback_requests"] = {str(k): v for k, v in sorted(server.status_counts.items())}
     check_success_rate(manifest, settings.min_success_rate)
-    write_json_atomic(out_dir / "manifest.json", manifest)
+    write_shard_manifest(out_dir / "manifest.json", manifest)
     return manifest
 
 
@@ -471,8 +472,4 @@ def check_success_rate(manifest: dict, minimum: float) -> None:
 
 def shard_paths(manifest_path: str | Path, nonempty: bool = True) -> list[str]:
     """The tar paths a manifest lists, relative to the working directory."""
-    from edsam.manifest import ShardManifest
-
     return ShardManifest.load(manifest_path).tar_paths(nonempty)
-        if shard["successes"] > 0 or not nonempty
-    ]

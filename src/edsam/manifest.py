@@ -22,6 +22,25 @@ class ManifestError(ValueError):
     """A manifest that cannot be read or does not list shards."""
 
 
+def check_format(data, path) -> None:
+    """``data`` lists shards as ``{shard, tar, ...}`` with each tar inside the manifest's folder."""
+    shards = data.get("shards") if isinstance(data, dict) else None
+    if not isinstance(shards, list) or not all(isinstance(s, dict) and "tar" in s and "shard" in s for s in shards):
+        raise ManifestError(f"{path}: not a shard manifest (needs a 'shards' list of {{shard, tar, ...}})")
+    outside = [s["tar"] for s in shards if Path(s["tar"]).is_absolute() or ".." in Path(s["tar"]).parts]
+    if outside:
+        raise ManifestError(f"{path}: shard tars must lie inside the manifest's folder, not {outside[0]!r}")
+
+
+def write_shard_manifest(path: str | os.PathLike, data: dict) -> dict:
+    """Write a manifest (checked first, atomically: a reader never sees half of one); returns ``data``."""
+    from edsam.fileio import write_json_atomic
+
+    check_format(data, path)
+    write_json_atomic(path, data)
+    return data
+
+
 @dataclass(frozen=True)
 class ShardManifest:
     path: Path
@@ -34,10 +53,7 @@ class ShardManifest:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise ManifestError(f"{path}: cannot read the shard manifest ({error})") from None
-        shards = data.get("shards") if isinstance(data, dict) else None
-        if not isinstance(shards, list) or not all(isinstance(s, dict) and "tar" in s and "shard" in s
-                                                   for s in shards):
-            raise ManifestError(f"{path}: not a shard manifest (needs a 'shards' list of {{shard, tar, ...}})")
+        check_format(data, path)
         return cls(path, data)
 
     @property

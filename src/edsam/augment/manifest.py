@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edsam.augment.groups import read_group
-from edsam.fileio import write_json_atomic
+from edsam.manifest import write_shard_manifest
 
 
 def write_manifest(group_paths: list[str], out: str | Path) -> dict:
@@ -36,5 +36,4 @@ def write_manifest(group_paths: list[str], out: str | Path) -> dict:
         "sampler": stats[0]["sampler"] if stats else None,
         "device": stats[0].get("device") if stats else None,
     }
-    write_json_atomic(out, manifest)
-    return manifest
+    return write_shard_manifest(out, manifest)

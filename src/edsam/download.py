@@ -45,7 +45,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from edsam.fileio import atomic_path, write_json_atomic
-from edsam.loopback import LoopbackServer
+from edsam.demo.loopback import LoopbackServer
 
 log = logging.getLogger(__name__)
 

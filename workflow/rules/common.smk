@@ -19,7 +19,7 @@ os.environ.update(
 )
 
 from edsam.config import cross_check, drop_removed_entries, explain_errors, load_schema  # noqa: E402
-from edsam.corpus import CLASSNAMES  # noqa: E402
+from edsam.demo.corpus import CLASSNAMES  # noqa: E402
 from edsam.evaluate.run import evaluation_pairs  # noqa: E402
 from edsam.layout import DATA_WILDCARD, RunId, Variant, data_name  # noqa: E402
 from edsam.report.headline import HeadlineSpec  # noqa: E402

@@ -32,7 +32,7 @@ RUNS = {
 
 
 def make_shards(root: Path, per_class: int, image_size: int) -> tuple[str, str]:
-    from edsam.corpus import CorpusSpec, pack_shards_with_manifest
+    from edsam.demo.corpus import CorpusSpec, pack_shards_with_manifest
 
     for name, seed in (("real", 21), ("synthetic", 22)):
         spec = CorpusSpec(seed=seed, image_size=image_size, train_per_class=per_class)

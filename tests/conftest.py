@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from edsam.config import deep_update
-from edsam.corpus import CorpusSpec, build_corpus
+from edsam.demo.corpus import CorpusSpec, build_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")

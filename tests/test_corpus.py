@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import SMALL_SPEC
-from edsam.corpus import CLASSNAMES, DOMAINS, CorpusSpec, bomb_png, build_corpus, render_sample
+from edsam.demo.corpus import CLASSNAMES, DOMAINS, CorpusSpec, bomb_png, build_corpus, render_sample
 from edsam.fileio import sha256_file
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from edsam.corpus import CorpusSpec, bomb_png, build_corpus
+from edsam.demo.corpus import CorpusSpec, bomb_png, build_corpus
 from edsam.domainbed.clip_eval import ProbeSettings, evaluate_clip, linear_probe
 from edsam.domainbed.datasets import (DomainBedError, export_corpus_domains, in_out_split, leave_one_out,
                                       load_domainbed, seed_hash)

@@ -19,7 +19,7 @@ from edsam.download import (
     repair_partial_shards,
     shard_paths,
 )
-from edsam.loopback import LoopbackServer
+from edsam.demo.loopback import LoopbackServer
 from edsam.shards import iter_samples
 
 
@@ -44,7 +44,7 @@ def test_manifest_counts_every_failure_kind(downloaded):
     out, manifest = downloaded
     assert manifest["rows"] == 34 and manifest["samples"] == 30
     assert manifest["success_rate"] == pytest.approx(30 / 34)
-    # one stable category per bad row of the corpus (edsam.corpus.broken_files), the library's text as detail
+    # one stable category per bad row of the corpus (edsam.demo.corpus.broken_files), the library's text as detail
     assert manifest["failures"] == {"http_404": 1, "not_an_image": 1, "pixel_limit": 1, "truncated_image": 1}
     details = manifest["failure_details"]
     assert list(details["http_404"]) == ["HTTP Error 404: File not found"]
@@ -224,7 +224,7 @@ def _image(fmt, size=(32, 32)):
 
 
 def test_undecodable_bodies_are_told_apart():
-    from edsam.corpus import bomb_png
+    from edsam.demo.corpus import bomb_png
 
     jpg, png = _image("JPEG", (64, 64)), _image("PNG")
     assert diagnose_body(b"", 1 << 20) == "empty_body"
@@ -263,7 +263,7 @@ class _HostileServer(http.server.BaseHTTPRequestHandler):
 
 
 def test_every_failure_kind_is_counted_under_its_category(tmp_path):
-    from edsam.corpus import bomb_png
+    from edsam.demo.corpus import bomb_png
 
     jpg = _image("JPEG", (64, 64))
     _HostileServer.bodies = {"/ok.jpg": jpg, "/empty": b"", "/html": b"<html>an error page</html>",

@@ -12,7 +12,7 @@ import webdataset as wds
 from safetensors.torch import save_file
 
 from conftest import REPO
-from edsam.corpus import CLASSNAMES, CorpusSpec, build_corpus, png_bytes, render_sample
+from edsam.demo.corpus import CLASSNAMES, CorpusSpec, build_corpus, png_bytes, render_sample
 from edsam.evaluate.benchmarks import BenchmarkError, check_benchmark, check_task_root, package_corpus_domain
 from edsam.evaluate.run import evaluate, evaluate_plan, evaluation_pairs, results_frame
 from edsam.train.run import TrainSettings, train

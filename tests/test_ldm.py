@@ -7,7 +7,7 @@ import open_clip
 import pytest
 import torch
 
-from edsam.corpus import CorpusSpec, pack_shards
+from edsam.demo.corpus import CorpusSpec, pack_shards
 from edsam.ldm.models import TinyLDMSpec, build_tiny_pipeline, save_tiny_pipeline
 from edsam.ldm.pipeline import LatentDiffusion
 from edsam.ldm.tokenizer import build_clip_tokenizer

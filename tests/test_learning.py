@@ -11,7 +11,7 @@ and captions, the tokenizer, the export, or the mapping of classes to labels in 
 import yaml
 
 from conftest import REPO
-from edsam.corpus import CorpusSpec, build_corpus, pack_shards_with_manifest
+from edsam.demo.corpus import CorpusSpec, build_corpus, pack_shards_with_manifest
 from edsam.evaluate.benchmarks import package_corpus_domain
 from edsam.evaluate.run import evaluate
 from edsam.train.run import TrainSettings, train

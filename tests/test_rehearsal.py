@@ -117,7 +117,7 @@ def test_vit_b16_trains_one_step_at_224(tmp_path):
     10 pairs at 224 px; the exported model loads as a local-dir model."""
     import open_clip
 
-    from edsam.corpus import CorpusSpec, pack_shards_with_manifest
+    from edsam.demo.corpus import CorpusSpec, pack_shards_with_manifest
     from edsam.train.run import TrainSettings, drop_checkpoints, train
 
     spec = CorpusSpec(seed=5, image_size=224, train_per_class=1)

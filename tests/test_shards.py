@@ -8,7 +8,7 @@ import webdataset as wds
 from PIL import Image
 
 from conftest import write_tar_members
-from edsam.corpus import bomb_png
+from edsam.demo.corpus import bomb_png
 from edsam.shards import (
     ShardError,
     download_report,

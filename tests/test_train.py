@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from edsam.corpus import CorpusSpec, pack_shards_with_manifest
+from edsam.demo.corpus import CorpusSpec, pack_shards_with_manifest
 from edsam.train import captions
 from edsam.train.objectives import (AdaSettings, AdvStyleSettings, SlipSettings, VariantCLIP, VariantLoss,
                                     ada_images, advstyle_images, clip_state_dict, contrastive_loss)

@@ -44,9 +44,9 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from edsam.demo.loopback import LoopbackServer
 from edsam.fileio import atomic_path, write_json_atomic
 from edsam.manifest import ShardManifest, write_shard_manifest
-from edsam.loopback import LoopbackServer
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from edsam.corpus import CorpusSpec, render_sample
+from edsam.demo.corpus import CorpusSpec, render_sample
 from edsam.evaluate.benchmarks import _write_split
 from edsam.fileio import atomic_path, write_json_atomic
 

@@ -1,5 +1,8 @@
 """``python -m edsam domainbed-*`` and ``vl2v``: the domain-generalisation stage's jobs.
 
+(``domainbed-from-corpus``, the demo corpus as a DomainBed root, is in
+``edsam.demo.commands``.)
+
 Every job gets the dataset's settings as one JSON argument (``--settings``):
 ``root``, ``domains``, ``holdout_fraction``, ``trial_seed``, ``seed``,
 ``max_pixels`` and the ``domainbed`` config block's ``templates``,
@@ -25,13 +28,6 @@ def _features(args, settings):
     from edsam.domainbed.features import load_features
 
     return load_features(args.features, _dataset(settings))
-
-
-def _cmd_from_corpus(args) -> int:
-    from edsam.domainbed.datasets import export_corpus_domains
-
-    print(json.dumps(export_corpus_domains(args.corpus, args.out)))
-    return 0
 
 
 def _cmd_features(args) -> int:
@@ -99,12 +95,7 @@ def _guarded(command):
     return run
 
 
-def add_commands(sub) -> None:
-    corpus = sub.add_parser("domainbed-from-corpus", help="the demo corpus's domains as a DomainBed root")
-    corpus.add_argument("--corpus", required=True)
-    corpus.add_argument("--out", required=True)
-    corpus.set_defaults(func=_guarded(_cmd_from_corpus))
-
+def register(sub) -> None:
     features = sub.add_parser("domainbed-features", help="a CLIP teacher's embeddings of every image of a DomainBed root")
     features.add_argument("--teacher", required=True, help="an open_clip local-dir model folder")
     features.add_argument("--settings", required=True)

@@ -74,7 +74,7 @@ def corpus_tensors(spec, domain: str, split: str, resolution: int):
     """Render a corpus slice straight to tensors: (images in [-1, 1], labels, captions)."""
     from PIL import Image
 
-    from edsam.corpus import CLASSNAMES, render_sample
+    from edsam.demo.corpus import CLASSNAMES, render_sample
 
     images, labels, captions = [], [], []
     for index in range(spec.per_class(domain, split) * len(CLASSNAMES)):
@@ -148,7 +148,7 @@ def evaluate_fidelity(ldm, corpus: dict, fidelity: dict, sampler_settings, seed:
     guidance, and at guidance 1 beside it when they differ); write the grid (configured guidance)."""
     from dataclasses import replace
 
-    from edsam.corpus import CLASSNAMES, CorpusSpec
+    from edsam.demo.corpus import CLASSNAMES, CorpusSpec
 
     resolution = corpus["image_size"]
     source = corpus["source_domain"]

@@ -60,7 +60,7 @@ class Plan:
         return any(self.source(d) == "corpus" for d in self.datasets)
 
     def corpus_train_rows(self) -> int:
-        from edsam.corpus import CLASSNAMES
+        from edsam.demo.corpus import CLASSNAMES
 
         corpus = self.config["corpus"]
         return corpus["train_per_class"] * len(CLASSNAMES) + sum(corpus["broken"].values())

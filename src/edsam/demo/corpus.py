@@ -32,6 +32,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
 from edsam.fileio import atomic_path, write_bytes_atomic, write_json_atomic
+from edsam.manifest import write_shard_manifest
 from edsam.shards import safe_member_key
 
 CLASSNAMES = (
@@ -452,8 +453,7 @@ def pack_shards_with_manifest(spec: CorpusSpec, domain: str, split: str, out_dir
     packed = pack_shards(spec, domain, split, out_dir / "shards", per_shard=per_shard)
     manifest = {"dataset": name, "samples": sum(n for _, n in packed), "spec": spec.__dict__,
                 "shards": [{"shard": p.stem, "tar": f"shards/{p.name}", "successes": n} for p, n in packed]}
-    write_json_atomic(out_dir / "manifest.json", manifest)
-    return manifest
+    return write_shard_manifest(out_dir / "manifest.json", manifest)
 
 
 def build_corpus(spec: CorpusSpec, out_dir: str | Path) -> dict:

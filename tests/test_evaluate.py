@@ -1,4 +1,4 @@
-"""The evaluation stage: clip_benchmark zero-shot and linear probe (on CPU), fine-tuning, bad benchmark roots."""
+"""The evaluation stage: clip_benchmark zero-shot and linear probe (as a library, on CPU), fine-tuning, bad benchmark roots."""
 
 import json
 import shutil
@@ -75,13 +75,47 @@ def test_zero_shot_separates_a_trained_model_from_a_random_one(benchmarks, train
     assert good["train"]["config_hash"] and good["checkpoint_sha256"] != bad["checkpoint_sha256"]
 
 
-def test_linear_probe_runs_on_cpu_with_a_cache_per_checkpoint(benchmarks, trained, random_model, tmp_path):
-    results = [evaluate("linear_probe", "wds/sketch", str(benchmarks / "sketch"), str(model), tmp_path / f"{i}.json",
-                        SETTINGS) for i, model in enumerate((trained / "model", random_model))]
-    for result in results:
+def test_linear_probe_runs_on_cpu_the_same_on_a_rerun(benchmarks, trained, random_model, tmp_path, monkeypatch):
+    """clip_benchmark as a library: neither its CLI runner nor its CUDA-only probe is called, nothing is cached
+    (clip_benchmark's feature cache made a rerun draw another training order, so another validation split)."""
+    import clip_benchmark.cli
+    from clip_benchmark.metrics import linear_probe
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("clip_benchmark's CLI runner / CUDA-only linear probe called")
+
+    monkeypatch.setattr(clip_benchmark.cli, "run", refuse)
+    monkeypatch.setattr(linear_probe, "evaluate", refuse)
+    runs = [evaluate("linear_probe", "wds/sketch", str(benchmarks / "sketch"), str(model), tmp_path / f"{i}.json",
+                     SETTINGS) for i, model in enumerate((trained / "model", random_model, trained / "model"))]
+    for result in runs:
         assert 0 <= result["metrics"]["lp_acc1"] <= 1
-    caches = {p.parent.name for p in tmp_path.glob(".*.work/*/features")}
-    assert caches == {r["checkpoint_sha256"][:16] for r in results}
+    assert (runs[0]["metrics"], runs[0]["probe"]) == (runs[2]["metrics"], runs[2]["probe"])
+    assert runs[0]["checkpoint_sha256"] != runs[1]["checkpoint_sha256"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0.json", "1.json", "2.json"]  # no feature folders
+
+
+def test_the_cpu_head_trainer_is_clip_benchmarks(monkeypatch):
+    """protocol clip_benchmark without CUDA: the same AdamW head as clip_benchmark's own ``train`` (run here with
+    its ``.cuda()`` calls made no-ops for this test only)."""
+    import torch
+    from clip_benchmark.metrics import linear_probe
+
+    from edsam.evaluate.clip_bench import train_linear_head
+
+    generator = torch.Generator().manual_seed(1)
+    features, labels = torch.randn(90, 8, generator=generator), torch.randint(0, 6, (90,), generator=generator)
+
+    def head(trainer):
+        loader = torch.utils.data.DataLoader(linear_probe.FeatureDataset(features, labels), batch_size=16, shuffle=True)
+        return trainer(loader, 8, 6, 0.01, 0.1, 3, False, "cpu", 7)
+
+    ours = head(train_linear_head)
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *a, **k: self)
+    monkeypatch.setattr(torch.nn.Module, "cuda", lambda self, *a, **k: self)
+    theirs = getattr(head(linear_probe.train), "module")  # DataParallel without CUDA: a pass-through
+    assert torch.equal(ours.weight, theirs.weight) and torch.equal(ours.bias, theirs.bias)
+    assert not torch.equal(ours.weight, head(lambda *a: train_linear_head(*a[:-1], 8)).weight)  # the seed matters
 
 
 def test_linear_probe_follows_the_clip_protocol_and_records_its_sweep(benchmarks, trained, tmp_path):

@@ -1,70 +1,52 @@
-"""Zero-shot classification and linear probe through clip_benchmark's own ``run``.
+"""Zero-shot classification and linear probe, with clip_benchmark as a library.
 
-We call ``clip_benchmark.cli.run`` with the arguments its CLI would build, so
-results match what ``clip_benchmark eval`` prints. Three adaptations, all
-without forking the library:
+Each task calls what ``clip_benchmark eval`` (``clip_benchmark.cli.run``)
+calls, with the arguments it would pass, so the numbers are clip_benchmark's:
+its model loader (``load_clip``: open_clip ``local-dir:`` folders, config +
+safetensors), its dataset builder (``build_dataset``: ``wds/<name>`` roots,
+their class names and templates), its zero-shot ``evaluate`` (prompt-ensemble
+classifier, ``acc1``, ``acc5``, ``mean_per_class_recall``) and, for the linear
+probe, its ``Featurizer``, ``FeatureDataset``, ``infer`` and ``accuracy``. Nothing
+in clip_benchmark, torch or ``sys.argv`` is rebound.
 
-* checkpoints are open_clip ``local-dir:`` folders (config + safetensors), which
-  clip_benchmark's open_clip loader passes straight to ``create_model``;
-* its linear probe asserts ``device == 'cuda'`` and calls ``.cuda()``. On a
-  machine without CUDA, :func:`linear_probe_on_cpu` makes those calls no-ops
-  and hands it a device string that is ``'cpu'`` to torch but passes the
-  assertion. Nothing changes where CUDA exists;
-* the linear probe's head: clip_benchmark featurizes the splits (and caches
-  the features) and then trains an AdamW linear layer with weight decay 0 and
-  no validation sweep. ``evaluate.probe.protocol: clip`` (the default) swaps
-  that training step, and only it, for the CLIP paper's probe
-  (:func:`edsam.probe.fit_clip_probe`: L-BFGS logistic regression, C swept on
-  a validation split carved from the training split, refitted on all of it);
-  clip_benchmark's own inference and metrics (``lp_acc1``, ``lp_acc5``,
-  ``lp_mean_per_class_recall``) then score it. ``clip_benchmark`` keeps its
-  AdamW head (``evaluate.probe.epochs`` / ``lr``).
+Still written here, and why:
 
-Features are cached per checkpoint hash (clip_benchmark reuses a feature
-folder blindly, whatever model wrote it).
+* the linear probe's driver (featurize train and test, draw the training
+  order, train a head, score it). clip_benchmark's ``linear_probe.evaluate``
+  does all of it in one function that asserts ``device == 'cuda'``, calls
+  ``.cuda()``, and always trains its own head. The driver keeps its order of
+  operations: torch seeded, model loaded, training then test split featurized
+  (L2-normalised, under autocast on CUDA), then one ``torch.randperm`` of the
+  training features (its few-shot sampler, every shot here), so the training
+  order, the validation split carved from it and the numbers are the ones
+  clip_benchmark's run gives; and its metric lines (``lp_acc5`` only with 5+
+  classes, ``lp_mean_per_class_recall`` = balanced accuracy);
+* the head. ``evaluate.probe.protocol: clip`` (the default) fits the CLIP
+  paper's probe, :func:`edsam.probe.fit_clip_probe` (L-BFGS logistic
+  regression, C swept on a validation split carved from the training split,
+  refitted on all of it), the one implementation the DomainBed stage also
+  uses; :class:`ProbeHead` scores it as clip_benchmark scores its linear layer.
+  ``clip_benchmark`` trains clip_benchmark's AdamW head (weight decay 0, no
+  validation sweep; ``evaluate.probe.epochs`` / ``lr``): on CUDA with
+  clip_benchmark's own ``linear_probe.train``; without CUDA with
+  :func:`train_linear_head`, that function minus its unconditional ``.cuda()``
+  (``tests/test_evaluate.py`` checks both give the same weights).
+
+Features are not cached: the job featurizes each split once, and a cache
+would skip the loaders' draws from torch's generator, so a rerun from it drew
+another training order (clip_benchmark's cache had exactly this effect).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import sys
-from copy import copy
 from pathlib import Path
 
 import torch
 
 from edsam.evaluate.benchmarks import check_benchmark_labels
 
-
-class _CPUPassingAsCUDA(str):
-    """The string 'cpu' (what torch sees) that compares equal to 'cuda' (what linear_probe asserts)."""
-
-    def __eq__(self, other):
-        return other == "cuda" or str.__eq__(self, other)
-
-    __hash__ = str.__hash__
-
-
-@contextlib.contextmanager
-def linear_probe_on_cpu():
-    """Let clip_benchmark's CUDA-only linear probe run on CPU (identity ``.cuda()``, disguised device)."""
-    from clip_benchmark.metrics import linear_probe
-
-    original_evaluate = linear_probe.evaluate
-    tensor_cuda, module_cuda = torch.Tensor.cuda, torch.nn.Module.cuda
-
-    def evaluate(*args, device, **kwargs):
-        return original_evaluate(*args, device=_CPUPassingAsCUDA("cpu"), **kwargs)
-
-    linear_probe.evaluate = evaluate
-    torch.Tensor.cuda = lambda self, *a, **k: self
-    torch.nn.Module.cuda = lambda self, *a, **k: self
-    try:
-        yield
-    finally:
-        linear_probe.evaluate = original_evaluate
-        torch.Tensor.cuda, torch.nn.Module.cuda = tensor_cuda, module_cuda
+FEWSHOT_K = -1  # clip_benchmark's default: every training sample
+NORMALIZE = True  # clip_benchmark's default: L2-normalised image features
 
 
 class ProbeHead(torch.nn.Module):
@@ -90,78 +72,143 @@ class ProbeHead(torch.nn.Module):
             return features.float() @ self.weight.T + self.bias
 
 
-@contextlib.contextmanager
-def clip_protocol_probe(settings, seed: int, record: dict):
-    """clip_benchmark's linear probe with the CLIP paper's head (see module doc); the sweep lands in ``record``."""
-    from clip_benchmark.metrics import linear_probe
+def train_linear_head(dataloader, input_shape, output_shape, weight_decay, lr, epochs, amp, device, seed):
+    """clip_benchmark's ``linear_probe.train`` (AdamW, its cosine schedule, seeded) on any device.
 
-    from edsam.probe import fit_clip_probe
+    Its own calls ``.cuda()`` on the layer and on every batch unconditionally and wraps the layer in
+    ``DataParallel`` (a pass-through without CUDA); this is the same function with ``.to(device)``.
+    """
+    from clip_benchmark.metrics.linear_probe import cosine_lr
 
-    original_train = linear_probe.train
-
-    def train(dataloader, input_shape, output_shape, weight_decay, lr, epochs, amp, device, seed_):
-        dataset = dataloader.dataset  # clip_benchmark's FeatureDataset of the cached training features
-        features = torch.as_tensor(dataset.features).float().numpy()
-        labels = torch.as_tensor(dataset.targets).long().numpy()
-        probe, sweep = fit_clip_probe(features, labels, settings, seed)
-        record.update(sweep)
-        return ProbeHead(probe, input_shape, output_shape).to(torch.device(str(device)))
-
-    linear_probe.train = train
-    try:
-        yield
-    finally:
-        linear_probe.train = original_train
-
-
-def benchmark_args(task: str, dataset: str, root: str, model_dir: str, out: str, feature_root: str,
-                   batch_size: int, workers: int, seed: int, linear_probe: dict) -> object:
-    """The Namespace ``clip_benchmark eval`` would build for one (model, dataset, task)."""
-    from clip_benchmark import cli
-
-    model, pretrained = f"local-dir:{model_dir}", str(Path(model_dir) / "open_clip_model.safetensors")
-    argv = ["clip_benchmark", "eval", "--dataset", dataset, "--dataset_root", root, "--task", task,
-            "--model", model, "--pretrained", pretrained,
-            "--output", out, "--feature_root", feature_root, "--batch_size", str(batch_size),
-            "--num_workers", str(workers), "--seed", str(seed),
-            "--fewshot_epochs", str(linear_probe["epochs"]), "--fewshot_lr", str(linear_probe["lr"]), "--quiet"]
-    saved, sys.argv = sys.argv, argv
-    try:
-        _, base = cli.get_parser_args()
-    finally:
-        sys.argv = saved
-    args = copy(base)  # what cli.main_eval does per (model, dataset, language)
-    args.model, args.pretrained, args.dataset, args.language = model, pretrained, dataset, "en"
-    args.train_split, args.val_split, args.val_proportion = "train", None, None  # the clip protocol carves its own
-    args.amp = torch.cuda.is_available()  # CPU autocast would silently switch to bfloat16
-    return args
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(input_shape, output_shape).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    criterion = torch.nn.CrossEntropyLoss()
+    steps = len(dataloader)
+    scheduler = cosine_lr(optimizer, lr, 0., epochs * steps)
+    for epoch in range(epochs):
+        for i, (x, y) in enumerate(dataloader):
+            x, y = x.to(device), y.to(device)
+            scheduler(i + epoch * steps)
+            optimizer.zero_grad()
+            with torch.autocast(device, enabled=amp):
+                loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+    return model
 
 
-def run_task(task: str, dataset: str, root: str, model_dir: str, work_dir: str | Path, settings: dict) -> dict:
-    """Run clip_benchmark for one task; returns its metrics dict (the linear probe's C sweep under ``probe``)."""
-    from clip_benchmark import cli
+def _load(model_dir: str, device: str):
+    """(model in eval mode, transform, tokenizer) by clip_benchmark's loader, as ``--model local-dir:DIR``."""
+    from clip_benchmark.models import load_clip
 
-    from edsam.probe import ClipProbeSettings
+    model, transform, tokenizer = load_clip(model_type="open_clip", model_name=f"local-dir:{model_dir}",
+                                            pretrained=str(Path(model_dir) / "open_clip_model.safetensors"),
+                                            cache_dir=None, device=device)
+    model.eval()
+    return model, transform, tokenizer
 
+
+def _dataset(dataset: str, root: str, transform, split: str, task: str):
+    from clip_benchmark.datasets.builder import build_dataset
+
+    return build_dataset(dataset_name=dataset, root=root, transform=transform, split=split, download=True,
+                         language="en", task=task)
+
+
+def _test_loader(dataset, batch_size: int, workers: int):
+    """The test split as clip_benchmark's run loads a ``wds/`` dataset (batched by webdataset)."""
+    return torch.utils.data.DataLoader(dataset.batched(batch_size), batch_size=None, shuffle=False,
+                                       num_workers=workers)
+
+
+def zeroshot(dataset: str, root: str, model_dir: str, settings: dict, device: str, amp: bool) -> dict:
+    """clip_benchmark's zero-shot classification: the dataset's own class names and templates."""
+    from clip_benchmark.metrics import zeroshot_classification
+
+    model, transform, tokenizer = _load(model_dir, device)
+    test = _dataset(dataset, root, transform, "test", "zeroshot_classification")
+    loader = _test_loader(test, settings["batch_size"], settings["workers"])
+    metrics = zeroshot_classification.evaluate(model, loader, tokenizer, test.classes, test.templates,
+                                               device=device, amp=amp, verbose=False)
+    return {name: float(value) for name, value in metrics.items()}
+
+
+def _featurize(model, loader, device: str, amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features, targets) of one split, as clip_benchmark's linear probe computes them."""
+    from clip_benchmark.metrics.linear_probe import Featurizer
+
+    featurizer = Featurizer(model, NORMALIZE).to(device)
+    features, targets = [], []
+    with torch.no_grad():
+        for images, target in loader:
+            with torch.autocast(device, enabled=amp):
+                features.append(featurizer(images.to(device)).cpu())
+            targets.append(target)
+    return torch.cat(features), torch.cat(targets)
+
+
+def linear_probe(dataset: str, root: str, model_dir: str, settings: dict, device: str, amp: bool) -> dict:
+    """Features by clip_benchmark, the head of ``settings["linear_probe"]["protocol"]``, clip_benchmark's
+    scoring; the metrics plus the probe's record under ``probe`` (see module doc)."""
+    from clip_benchmark.metrics.linear_probe import FeatureDataset, infer
+    from clip_benchmark.metrics.zeroshot_classification import accuracy
+    from sklearn.metrics import balanced_accuracy_score
+
+    from edsam.probe import ClipProbeSettings, fit_clip_probe
+
+    probe_settings, seed = settings["linear_probe"], settings["seed"]
+    protocol = probe_settings.get("protocol", "clip")
+    batch_size, workers = settings["batch_size"], settings["workers"]
+    model, transform, _ = _load(model_dir, device)
+    test = _dataset(dataset, root, transform, "test", "linear_probe")
+    train = _dataset(dataset, root, transform, "train", "linear_probe")
+    train_loader = torch.utils.data.DataLoader(train, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                               pin_memory=device == "cuda")
+    features, targets = _featurize(model, train_loader, device, amp)
+    test_features, test_targets = _featurize(model, _test_loader(test, batch_size, workers), device, amp)
+    order = torch.randperm(len(features))  # clip_benchmark's few-shot sampling order (all shots)
+    features, targets = features[order], targets[order]
+    input_shape, output_shape = features.shape[1], int(targets.max()) + 1
+
+    if protocol == "clip":
+        fields = {k: probe_settings[k] for k in ClipProbeSettings.__dataclass_fields__ if k in probe_settings}
+        fitted, record = fit_clip_probe(features.float().numpy(), targets.long().numpy(),
+                                        ClipProbeSettings(**fields), seed)
+        head = ProbeHead(fitted, input_shape, output_shape).to(device)
+        extra = {}
+    else:
+        from clip_benchmark.metrics.linear_probe import train as clip_benchmark_train
+
+        weight_decay = 0  # clip_benchmark's choice without a validation split
+        loader = torch.utils.data.DataLoader(FeatureDataset(features, targets), batch_size=batch_size,
+                                             shuffle=True, num_workers=workers, pin_memory=device == "cuda")
+        trainer = clip_benchmark_train if device == "cuda" else train_linear_head
+        head = trainer(loader, input_shape, output_shape, weight_decay, probe_settings["lr"],
+                       probe_settings["epochs"], amp, device, seed)
+        record = {"protocol": "clip_benchmark", "epochs": probe_settings["epochs"], "lr": probe_settings["lr"],
+                  "weight_decay": weight_decay}
+        extra = {"weight_decay": weight_decay, "epochs": probe_settings["epochs"]}
+
+    test_loader = torch.utils.data.DataLoader(FeatureDataset(test_features, test_targets), batch_size=batch_size,
+                                              shuffle=False, num_workers=workers)
+    logits, target = infer(head, test_loader, amp, device)
+    if target.max() >= 5:
+        acc1, acc5 = accuracy(logits.float(), target.float(), topk=(1, 5))
+    else:
+        (acc1,), acc5 = accuracy(logits.float(), target.float(), topk=(1,)), float("nan")
+    recall = float(balanced_accuracy_score(target, logits.argmax(axis=1)))
+    return {"lp_acc1": acc1, "lp_acc5": acc5, "lp_mean_per_class_recall": recall, **extra, "seed": seed,
+            "fewshot_k": FEWSHOT_K, "normalized": NORMALIZE, "probe": record}
+
+
+def run_task(task: str, dataset: str, root: str, model_dir: str, settings: dict) -> dict:
+    """One clip_benchmark task on one checkpoint; its metrics dict (the linear probe's record under ``probe``)."""
+    tasks = {"zeroshot_classification": zeroshot, "linear_probe": linear_probe}
+    if task not in tasks:
+        raise ValueError(f"unknown clip_benchmark task {task!r}: one of {tuple(tasks)}")
     check_benchmark_labels(root, task)
-    work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    out = work_dir / f"{task}.clip_benchmark.json"
-    probe = settings["linear_probe"]
-    args = benchmark_args(task, dataset, root, model_dir, str(out), str(work_dir / "features"),
-                          settings["batch_size"], settings["workers"], settings["seed"], probe)
-    sweep: dict = {}
-    with contextlib.ExitStack() as stack:
-        if task == "linear_probe" and not torch.cuda.is_available():
-            stack.enter_context(linear_probe_on_cpu())
-        if task == "linear_probe" and probe.get("protocol", "clip") == "clip":
-            fields = {k: probe[k] for k in ClipProbeSettings.__dataclass_fields__ if k in probe}
-            stack.enter_context(clip_protocol_probe(ClipProbeSettings(**fields), settings["seed"], sweep))
-        cli.run(args)
-    metrics = json.loads(out.read_text())["metrics"]
-    if task == "linear_probe":
-        metrics["probe"] = sweep or {"protocol": "clip_benchmark", "epochs": probe["epochs"], "lr": probe["lr"],
-                                     "weight_decay": metrics.get("weight_decay")}
-        if sweep:  # clip_benchmark's own head was not trained: its settings do not describe this probe
-            metrics.pop("weight_decay", None), metrics.pop("epochs", None)
-    return metrics
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    amp = device == "cuda"  # as clip_benchmark's default; CPU autocast would silently switch to bfloat16
+    torch.manual_seed(settings["seed"])  # as clip_benchmark's run, before the model is built
+    return tasks[task](dataset, root, model_dir, settings, device, amp)

@@ -33,9 +33,7 @@ def evaluate(task: str, benchmark: str, root: str, model_dir: str, out: str | Pa
     if task == "finetune":
         metrics = finetune(model_dir, root, FinetuneSettings(**settings["finetune"]))
     else:
-        # features cached per checkpoint hash: clip_benchmark would reuse any folder of the same name
-        work = out.parent / f".{out.stem}.work" / checkpoint_sha[:16]
-        metrics = run_task(task, benchmark, root, model_dir, work, settings)
+        metrics = run_task(task, benchmark, root, model_dir, settings)
     probe = metrics.pop("probe", None)  # the linear probe's protocol and C sweep
     result = {
         "task": task, "benchmark": benchmark, "benchmark_root": str(root), "metrics": metrics,

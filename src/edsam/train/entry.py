@@ -4,9 +4,11 @@ Usage: ``python -m edsam.train.entry --edsam-objective JSON [open_clip_train arg
 (also under torchrun or srun: every rank runs this module).
 
 open_clip_train has no extension hooks, and forking it would freeze us on one
-release. Its ``main`` looks up four names in its own module namespace; we
-rebind exactly those, before calling it, and fail loudly if an upgrade renames
-them:
+release. Its ``main`` looks up four names in its own module namespace; for one
+call of it, :func:`installed` rebinds exactly those through
+:func:`edsam.compat.rebound` (which fails loudly, naming the name and the
+installed version, if an upgrade renames one, and restores them afterwards;
+``tests/test_compat.py`` pins their signatures):
 
 * ``create_model_and_transforms``: wrap the model in ``VariantCLIP`` (ADA,
   AdvStyle, SLIP) and give SLIP its multi-view transform;
@@ -34,6 +36,7 @@ import sys
 import time
 from contextlib import contextmanager
 
+from edsam.compat import rebound
 from edsam.train import mixing, seeding
 from edsam.train.objectives import AdaSettings, AdvStyleSettings, SlipSettings, VariantCLIP, VariantLoss
 
@@ -136,36 +139,31 @@ def _wrap_epoch(original, objective: dict, made: dict):
     return train_one_epoch
 
 
-def install(objective: dict):
-    """Rebind open_clip_train.main's factories; returns the module (call its ``main``)."""
-    import open_clip_train.main as trainer
-
-    missing = [name for name in PATCHED if not hasattr(trainer, name)]
-    if missing:
-        raise RuntimeError(f"open_clip_train.main no longer defines {missing}: edsam.train.entry needs updating")
+def _replacements(objective: dict) -> dict:
+    """:func:`edsam.compat.rebound` factories for the four names of open_clip_train.main (:data:`PATCHED`)."""
     made: dict = {}  # what the factories built that the epoch wrapper reads (the rewrite sampler)
-    trainer.create_model_and_transforms = _wrap_model_factory(trainer.create_model_and_transforms, objective)
-    trainer.get_tokenizer = _wrap_tokenizer_factory(trainer.get_tokenizer, objective, made)
-    trainer.create_loss = _wrap_loss_factory(trainer.create_loss, objective)
-    trainer.train_one_epoch = _wrap_epoch(trainer.train_one_epoch, objective, made)
-    return trainer
+    return {
+        "create_model_and_transforms": lambda original: _wrap_model_factory(original, objective),
+        "get_tokenizer": lambda original: _wrap_tokenizer_factory(original, objective, made),
+        "create_loss": lambda original: _wrap_loss_factory(original, objective),
+        "train_one_epoch": lambda original: _wrap_epoch(original, objective, made),
+    }
 
 
 @contextmanager
 def installed(objective: dict):
-    """:func:`install` for one call of open_clip_train's ``main`` in this process: afterwards the four
-    names are unpatched and the log handlers ``main`` added to the root logger are closed and removed,
-    so the next run in the same process starts clean (no double-wrapped model, no log in the old file)."""
+    """open_clip_train.main with the four names rebound (yielded: call its ``main``), the seeded shuffle and
+    the mix, for one call of ``main`` in this process: afterwards the names are unpatched and the log
+    handlers ``main`` added to the root logger are closed and removed, so the next run in the same process
+    starts clean (no double-wrapped model, no log in the old file)."""
     import open_clip_train.main as trainer
 
-    originals = {name: getattr(trainer, name) for name in PATCHED}
     handlers = list(logging.root.handlers)
     try:
-        with seeding.installed(), mixing.installed(objective.get("mix")):
-            yield install(objective)
+        with seeding.installed(), mixing.installed(objective.get("mix")), \
+                rebound(trainer, **_replacements(objective)) as patched:
+            yield patched
     finally:
-        for name, function in originals.items():
-            setattr(trainer, name, function)
         for handler in [h for h in logging.root.handlers if h not in handlers]:
             logging.root.removeHandler(handler)
             handler.close()

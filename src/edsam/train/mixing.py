@@ -21,7 +21,8 @@ from (seed, stream, epoch, rank, data-loader worker), like
 :mod:`edsam.train.seeding`'s shuffle, so a run and its resumed or repeated
 copies see the same batches. :func:`installed` rebinds
 ``open_clip_train.data.get_wds_dataset`` for one call of open_clip_train's
-``main``; evaluation data and runs without a mix keep the original.
+``main`` (through :func:`edsam.compat.rebound`, inside :mod:`edsam.train.seeding`'s
+rebinding of the same name); evaluation data and runs without a mix keep the original.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from itertools import accumulate
 import webdataset
 from torch.utils.data import IterableDataset
 
+from edsam.compat import rebound, require
 from edsam.train.seeding import EpochSeededShuffle
 
 # what mixed_wds_dataset takes from open_clip_train.data (checked at install)
@@ -143,18 +145,15 @@ def _mixing_dataset_factory(original, mix: dict):
 
 @contextmanager
 def installed(mix: dict | None):
-    """Per-sample mixing of ``mix``'s streams in open_clip_train's training data for the block (None: nothing)."""
+    """Per-sample mixing of ``mix``'s streams in open_clip_train's training data for the block (None: nothing).
+
+    Every name :func:`mixed_wds_dataset` reads is checked first, mix or not (an upgrade fails every run at
+    start, not only the mixed ones mid-way)."""
     import open_clip_train.data as data
 
-    missing = [name for name in OPEN_CLIP_NAMES if not hasattr(data, name)]
-    if missing:
-        raise RuntimeError(f"open_clip_train.data no longer defines {missing}: edsam.train.mixing needs updating")
+    require(data, *OPEN_CLIP_NAMES)
     if mix is None:
         yield
         return
-    original = data.get_wds_dataset
-    data.get_wds_dataset = _mixing_dataset_factory(original, mix)
-    try:
+    with rebound(data, get_wds_dataset=lambda original: _mixing_dataset_factory(original, mix)):
         yield
-    finally:
-        data.get_wds_dataset = original

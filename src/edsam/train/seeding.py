@@ -7,7 +7,7 @@ the epoch) but builds the sample shuffle that follows it with a bare
 samples in different orders and end with different weights, which breaks
 "same config and seed, same numbers" (and a local run against a SLURM run).
 Neither library has an option for it, so :func:`installed` rebinds, for one
-call of open_clip_train's ``main``:
+call of open_clip_train's ``main`` and through :func:`edsam.compat.rebound`:
 
 * ``open_clip_train.data.wds``: webdataset as that module sees it, identical
   except that ``shuffle`` builds an :class:`EpochSeededShuffle`;
@@ -26,6 +26,8 @@ import types
 from contextlib import contextmanager
 
 import webdataset
+
+from edsam.compat import rebound
 
 
 class EpochSeededShuffle(webdataset.PipelineStage):
@@ -80,13 +82,7 @@ def installed():
     """Seeded sample shuffles in open_clip_train's webdataset pipeline for the duration of the block."""
     import open_clip_train.data as data
 
-    for name in ("wds", "get_wds_dataset"):
-        if not hasattr(data, name):
-            raise RuntimeError(f"open_clip_train.data no longer defines {name}: edsam.train.seeding needs updating")
-    original_wds, original_factory = data.wds, data.get_wds_dataset
     proxy = _WebdatasetWithSeededShuffle()
-    data.wds, data.get_wds_dataset = proxy, _seeding_dataset_factory(original_factory, proxy)
-    try:
+    with rebound(data, wds=lambda _: proxy,
+                 get_wds_dataset=lambda original: _seeding_dataset_factory(original, proxy)):
         yield
-    finally:
-        data.wds, data.get_wds_dataset = original_wds, original_factory

@@ -262,6 +262,20 @@ def _schema_defaults(schema, node, config, path=""):
     return found
 
 
+def _restated(schema, node, raw, path=""):
+    """Keys of the raw config file ``raw`` whose value equals what the schema would fill in there."""
+    found = []
+    for key, value in raw.items():
+        sub = _property(schema, node, key)
+        if sub is None:
+            continue
+        if "default" in sub and value == sub["default"]:
+            found.append(f"{path}{key} = {value!r}")
+        elif isinstance(value, dict):
+            found += _restated(schema, sub, value, f"{path}{key}.")
+    return found
+
+
 def _snakemake_config(*names):
     """The config as the workflow sees it: snakemake's own loading and merging of --configfile files, named
     entries set to null removed, and snakemake.utils.validate filling the schema's defaults."""
@@ -300,6 +314,26 @@ def test_the_workflow_and_load_config_resolve_a_config_alike_with_every_default(
         return node
 
     assert [key for key, _ in defaults if lookup(key) is KeyError] == []
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "demo.yaml"])
+def test_config_files_do_not_restate_the_schemas_defaults(name):
+    """The schema owns the defaults; config/config.yaml and config/demo.yaml list only what differs, so a
+    default changes in one place. A value that equals the default is an accident waiting to happen."""
+    schema = load_schema()
+    raw = yaml.safe_load((REPO / "config" / name).read_text())
+    assert _restated(schema, schema, raw) == []
+
+
+def test_restating_a_default_is_found():
+    schema = load_schema()
+    raw = paper_raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    raw["augment"]["rho"] = 0.5
+    raw["evaluate"]["benchmarks"]["stl10"]["metric"] = "acc1"
+    raw.setdefault("resources", {}).setdefault("stages", {})["light"] = {"runtime": 60, "mem_mb": 4000}
+    assert sorted(_restated(schema, schema, paper_raw)) == [
+        "augment.rho = 0.5", "evaluate.benchmarks.stl10.metric = 'acc1'",
+        "resources.stages.light = {'runtime': 60, 'mem_mb': 4000}"]
 
 
 def test_config_reference_is_generated_from_the_schema():

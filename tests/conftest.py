@@ -70,7 +70,7 @@ def write_config(path, ldm=None, **corpus):
     absolute model paths and these corpus settings."""
     config = deep_update(yaml.safe_load((REPO / "config" / "demo.yaml").read_text()),
                          yaml.safe_load((REPO / "tests" / "fixture.yaml").read_text()))
-    config["corpus"].update(corpus)
+    config.setdefault("corpus", {}).update(corpus)
     config["augment"]["ldm"] = str(ldm or "models/tiny-ldm")
     config["train"]["models"] = {k: f"local-dir:{REPO / v.removeprefix('local-dir:')}"
                                  for k, v in config["train"]["models"].items()}

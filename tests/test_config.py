@@ -1,3 +1,6 @@
+import functools
+import json
+
 import pytest
 import yaml
 
@@ -9,8 +12,15 @@ def demo():
     return yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
 
 
+@functools.cache
+def _paper_resolved():
+    return json.dumps(load_config(REPO / "config" / "config.yaml"))
+
+
 def paper():
-    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    """config/config.yaml with the schema's defaults filled in (a fresh copy): it lists only what differs from
+    them, and the cases below change keys it leaves to the defaults."""
+    return json.loads(_paper_resolved())
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", "config.yaml"])
@@ -219,3 +229,161 @@ def test_workflow_refuses_an_invalid_config_before_any_job(workdir):
     output = result.stdout + result.stderr
     assert "config key 'download.min_success_rate'" in output
     assert not (workdir / "results").exists()
+
+
+# ------------------------------------------------------------------ one source of defaults: the schema
+SHIPPED = {"demo": ["demo.yaml"], "paper": ["config.yaml"], "rehearsal": ["config.yaml", "rehearsal.yaml"]}
+
+
+def _property(schema, node, key):
+    """The subschema of ``key`` inside the object schema ``node`` ($refs resolved), or None."""
+    def deref(sub):
+        while isinstance(sub, dict) and "$ref" in sub:
+            sub = {**schema["definitions"][sub["$ref"].split("/")[-1]], **{k: v for k, v in sub.items() if k != "$ref"}}
+        return sub
+
+    node = deref(node)
+    if key in node.get("properties", {}):
+        return deref(node["properties"][key])
+    extra = node.get("additionalProperties")
+    return deref(extra) if isinstance(extra, dict) else None
+
+
+def _schema_defaults(schema, node, config, path=""):
+    """(dotted key, default) of every schema property with a default that the validator reaches in
+    ``config``: properties of the objects present in it, entries of its named collections included."""
+    found = []
+    for key, value in config.items():
+        sub = _property(schema, node, key)
+        if isinstance(value, dict) and sub is not None:
+            found += _schema_defaults(schema, sub, value, f"{path}{key}.")
+    node = _property(schema, {"properties": {"x": node}}, "x")
+    found += [(f"{path}{key}", sub["default"]) for key, sub in node.get("properties", {}).items() if "default" in sub]
+    return found
+
+
+def _restated(schema, node, raw, path=""):
+    """Keys of the raw config file ``raw`` whose value equals what the schema would fill in there."""
+    found = []
+    for key, value in raw.items():
+        sub = _property(schema, node, key)
+        if sub is None:
+            continue
+        if "default" in sub and value == sub["default"]:
+            found.append(f"{path}{key} = {value!r}")
+        elif isinstance(value, dict):
+            found += _restated(schema, sub, value, f"{path}{key}.")
+    return found
+
+
+def _snakemake_config(*names):
+    """The config as the workflow sees it: snakemake's own loading and merging of --configfile files, named
+    entries set to null removed, and snakemake.utils.validate filling the schema's defaults."""
+    from snakemake.common.configfile import load_configfile
+    from snakemake.utils import update_config, validate
+
+    from edsam.config import drop_removed_entries
+
+    config = {}
+    for name in names:
+        update_config(config, load_configfile(str(REPO / "config" / name)))
+    drop_removed_entries(config)
+    validate(config, schema=str(REPO / "config" / "schema.yaml"))
+    return config
+
+
+@pytest.mark.parametrize("combination", sorted(SHIPPED))
+def test_the_workflow_and_load_config_resolve_a_config_alike_with_every_default(combination):
+    """The workflow (snakemake's validate) and scripts and tests (edsam.config.load_config) fill the same
+    defaults; every key the schema has a default for is in the resolved config, so a rule reading a key a
+    config file leaves out finds the schema's value."""
+    names = SHIPPED[combination]
+    workflow = _snakemake_config(*names)
+    ours = load_config(*(REPO / "config" / name for name in names))
+    assert json.dumps(workflow, sort_keys=True) == json.dumps(ours, sort_keys=True)
+    schema = load_schema()
+    defaults = _schema_defaults(schema, schema, workflow)
+    assert len(defaults) > 200  # every block is present (each has a default of {}), so all their keys are reached
+
+    def lookup(dotted):
+        node = workflow
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return KeyError
+            node = node[part]
+        return node
+
+    assert [key for key, _ in defaults if lookup(key) is KeyError] == []
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "demo.yaml"])
+def test_config_files_do_not_restate_the_schemas_defaults(name):
+    """The schema owns the defaults; config/config.yaml and config/demo.yaml list only what differs, so a
+    default changes in one place. A value that equals the default is an accident waiting to happen."""
+    schema = load_schema()
+    raw = yaml.safe_load((REPO / "config" / name).read_text())
+    assert _restated(schema, schema, raw) == []
+
+
+def test_restating_a_default_is_found():
+    schema = load_schema()
+    raw = paper_raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    raw["augment"]["rho"] = 0.5
+    raw["evaluate"]["benchmarks"]["stl10"]["metric"] = "acc1"
+    raw.setdefault("resources", {}).setdefault("stages", {})["light"] = {"runtime": 60, "mem_mb": 4000}
+    assert sorted(_restated(schema, schema, paper_raw)) == [
+        "augment.rho = 0.5", "evaluate.benchmarks.stl10.metric = 'acc1'",
+        "resources.stages.light = {'runtime': 60, 'mem_mb': 4000}"]
+
+
+def test_config_reference_is_generated_from_the_schema():
+    """config/README.md is python -m edsam.config_reference's rendering of config/schema.yaml: a schema change
+    without regenerating it fails here."""
+    from edsam.config_reference import README_PATH, render
+
+    assert README_PATH == REPO / "config" / "README.md"
+    assert README_PATH.read_text() == render(), "config/README.md is stale: run python -m edsam.config_reference"
+
+
+def test_config_reference_rows():
+    from edsam.config_reference import render
+
+    text = render()
+    rows = {line.split(" | ")[0].removeprefix("| "): line for line in text.splitlines() if line.startswith("| `")}
+    assert rows["`augment.rho`"] == "| `augment.rho` | number | `0.5` | 0 < x ≤ 10 | alpha ~ U(-rho, rho), of the default variant (others: by target path) |"
+    assert rows["`train.models`"].startswith(
+        '| `train.models` | object | `{"vit-b-16": "ViT-B-16", "rn50": "RN50"}` | at least 1 entry; names match')
+    assert "requires `source`; with `source` = `url_list`: requires `url_list`, `expected_samples`" \
+        in rows["`datasets.<name>`"]
+    assert "| `resources.stages.train` | object | `{\"runtime\": 4320, \"mem_mb\": 256000}` |" in rows["`resources.stages.train`"]
+    # a | inside a pattern is escaped, so the table keeps its five columns
+    assert r"(clip\|laclip\|slip)" in rows["`domainbed.teachers.<name>.run`"]
+    assert "## `datasets` (required)" in text
+    # every schema property with a default has a row showing it
+    schema = load_schema()
+
+    def defaults(node, path):
+        for key, sub in node.get("properties", {}).items():
+            sub = _property(schema, node, key)
+            if "default" in sub:
+                yield f"{path}{key}", sub["default"]
+            yield from defaults(sub, f"{path}{key}.")
+        if isinstance(node.get("additionalProperties"), dict):
+            yield from defaults(_property(schema, node, "<name>"), f"{path}<name>.")
+
+    found = list(defaults(schema, ""))
+    assert len(found) > 200
+    for key, default in found:
+        assert f"| `{key}` |" in rows.get(f"`{key}`", ""), key
+        assert f" | `{json.dumps(default)}` | " in rows[f"`{key}`"], key
+
+
+def test_config_reference_check_flags_a_stale_file(tmp_path):
+    from edsam.config_reference import main
+
+    out = tmp_path / "README.md"
+    assert main(["--check", "--output", str(out)]) == 1  # missing
+    assert main(["--output", str(out)]) == 0
+    assert main(["--check", "--output", str(out)]) == 0
+    out.write_text(out.read_text().replace("alpha ~ U(-rho, rho)", "alpha ~ N(0, rho)", 1))
+    assert main(["--check", "--output", str(out)]) == 1

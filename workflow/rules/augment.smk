@@ -18,7 +18,7 @@ rule augment_shards:
         sources=lambda wildcards: group_tars(wildcards.dataset, wildcards.group),
         out_dir=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
         ldm=lambda wildcards: PLAN.ldm_source(wildcards.ldm, wildcards.dataset),
-        settings=lambda wildcards: json.dumps(
+        settings=lambda wildcards: as_json(
             job_settings.augment(PLAN, wildcards.dataset, wildcards.ldm, wildcards.transform, wildcards.rho, wildcards.m)
         ),
     log:

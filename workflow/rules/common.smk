@@ -85,6 +85,12 @@ wildcard_constraints:
     architecture=r"[A-Za-z0-9_.-]+",
 
 
+def as_json(value):
+    """A job's settings as its command-line JSON, keys sorted: the params Snakemake compares to decide a rerun
+    then depend on the values only, not on whether a config file restates a default (which moves its key)."""
+    return json.dumps(value, sort_keys=True)
+
+
 def stage_resources(stage, gpu=0):
     return job_resources.stage(PLAN, stage, gpu=gpu)
 

@@ -7,7 +7,7 @@ rule corpus:
         urls=f"{RESULTS}/corpus/urls.parquet",
         metadata=f"{RESULTS}/corpus/metadata.parquet",
     params:
-        settings=lambda wildcards: json.dumps(config["corpus"]),
+        settings=lambda wildcards: as_json(config["corpus"]),
         out=lambda wildcards, output: os.path.dirname(output.marker),
     log:
         f"{LOGS}/corpus.log",

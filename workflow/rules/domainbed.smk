@@ -33,7 +33,7 @@ rule domainbed_features:
         facts=f"{RESULTS}/domainbed/{{dbset}}/{{teacher}}/features.json",
     params:
         teacher=lambda wildcards: PLAN.teacher_dir(wildcards.teacher),
-        settings=lambda wildcards: json.dumps(job_settings.domainbed(PLAN, wildcards.dbset)),
+        settings=lambda wildcards: as_json(job_settings.domainbed(PLAN, wildcards.dbset)),
     log:
         f"{LOGS}/domainbed/{{dbset}}/{{teacher}}/features.log",
     threads: lambda wildcards: DOMAINBED["workers"] + 1
@@ -53,7 +53,7 @@ rule domainbed_clip:
     output:
         f"{RESULTS}/domainbed/{{dbset}}/{{teacher}}/clip.json",
     params:
-        settings=lambda wildcards: json.dumps(job_settings.domainbed(PLAN, wildcards.dbset)),
+        settings=lambda wildcards: as_json(job_settings.domainbed(PLAN, wildcards.dbset)),
     log:
         f"{LOGS}/domainbed/{{dbset}}/{{teacher}}/clip.log",
     threads: lambda wildcards: DOMAINBED["workers"] + 1  # scikit-learn's L-BFGS runs on BLAS threads
@@ -74,7 +74,7 @@ rule vl2v:
         result=f"{RESULTS}/domainbed/{{dbset}}/{{teacher}}/vl2v-{{variant}}/{{target}}.json",
         weights=f"{RESULTS}/domainbed/{{dbset}}/{{teacher}}/vl2v-{{variant}}/{{target}}.safetensors",
     params:
-        settings=lambda wildcards: json.dumps(job_settings.domainbed(PLAN, wildcards.dbset)),
+        settings=lambda wildcards: as_json(job_settings.domainbed(PLAN, wildcards.dbset)),
         target=lambda wildcards: {targets.domain_slug(d): d for d in PLAN.dg_domains(wildcards.dbset)}[wildcards.target],
     log:
         f"{LOGS}/domainbed/{{dbset}}/{{teacher}}/vl2v-{{variant}}/{{target}}.log",
@@ -98,7 +98,7 @@ rule domainbed_table:
         md=f"{RESULTS}/tables/domainbed.md",
         effect=f"{RESULTS}/tables/domainbed_effect.csv",
     params:
-        settings=json.dumps(job_settings.domainbed_table(PLAN)),
+        settings=as_json(job_settings.domainbed_table(PLAN)),
     log:
         f"{LOGS}/tables/domainbed.log",
     resources:

@@ -14,7 +14,7 @@ checkpoint download:
     output:
         manifest=LAYOUT.download_manifest("{dataset}"),
     params:
-        settings=lambda wildcards: json.dumps(job_settings.download(PLAN, wildcards.dataset)),
+        settings=lambda wildcards: as_json(job_settings.download(PLAN, wildcards.dataset)),
         out=lambda wildcards, output: os.path.dirname(output.manifest),
     log:
         f"{LOGS}/download/{{dataset}}.log",

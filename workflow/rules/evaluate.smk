@@ -38,9 +38,9 @@ if RUN_EVALUATIONS:
         output:
             evaluation_outputs(RUN_EVALUATIONS),
         params:
-            plan=lambda wildcards, output: json.dumps(job_settings.evaluation_plan(PLAN, RUN_EVALUATIONS, output)),
+            plan=lambda wildcards, output: as_json(job_settings.evaluation_plan(PLAN, RUN_EVALUATIONS, output)),
             model_dir=lambda wildcards, input: os.path.dirname(input.weights),
-            settings=lambda wildcards: json.dumps(job_settings.evaluate(PLAN)),
+            settings=lambda wildcards: as_json(job_settings.evaluate(PLAN)),
         log:
             f"{LOGS}/eval/{TRAIN_RUN}.log",
         threads: lambda wildcards: max(1, config["evaluate"]["workers"] + 1)
@@ -63,8 +63,8 @@ if EXTRA_ZEROSHOT:
         output:
             evaluation_outputs(EXTRA_ZEROSHOT),
         params:
-            plan=lambda wildcards, output: json.dumps(job_settings.evaluation_plan(PLAN, EXTRA_ZEROSHOT, output)),
+            plan=lambda wildcards, output: as_json(job_settings.evaluation_plan(PLAN, EXTRA_ZEROSHOT, output)),
             model_dir=lambda wildcards, input: os.path.dirname(input.weights),
-            settings=lambda wildcards: json.dumps(job_settings.evaluate(PLAN)),
+            settings=lambda wildcards: as_json(job_settings.evaluate(PLAN)),
         log:
             f"{LOGS}/eval/{TRAIN_RUN}.zeroshot_extra.log",

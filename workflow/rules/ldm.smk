@@ -9,7 +9,7 @@ rule ldm_pretrain_shards:
     output:
         manifest=f"{RESULTS}/ldm/pretrain-corpus/manifest.json",
     params:
-        settings=lambda wildcards: json.dumps(
+        settings=lambda wildcards: as_json(
             {"corpus": config["corpus"], "pretrain": config["ldm"]["pretrain"]}
         ),
         out=lambda wildcards, output: os.path.dirname(output.manifest),
@@ -27,7 +27,7 @@ rule ldm_init:
     output:
         f"{RESULTS}/ldm/tiny/init/model_index.json",
     params:
-        spec=lambda wildcards: json.dumps(config["ldm"]["tiny"]),
+        spec=lambda wildcards: as_json(config["ldm"]["tiny"]),
         seed=config["seed"],
         out=lambda wildcards, output: os.path.dirname(output[0]),
     log:
@@ -48,7 +48,7 @@ rule ldm_train_autoencoder:
         f"{RESULTS}/ldm/tiny/autoencoder/train.json",
     params:
         source=lambda wildcards, input: os.path.dirname(input.init),
-        settings=lambda wildcards: json.dumps(job_settings.ldm_train(PLAN, "autoencoder")),
+        settings=lambda wildcards: as_json(job_settings.ldm_train(PLAN, "autoencoder")),
         out=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/ldm/train_autoencoder.log",
@@ -70,7 +70,7 @@ use rule ldm_train_autoencoder as ldm_train_diffusion with:
         f"{RESULTS}/ldm/tiny/diffusion/train.json",
     params:
         source=lambda wildcards, input: os.path.join(os.path.dirname(input.init), "pipeline"),
-        settings=lambda wildcards: json.dumps(job_settings.ldm_train(PLAN, "diffusion")),
+        settings=lambda wildcards: as_json(job_settings.ldm_train(PLAN, "diffusion")),
         out=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/ldm/train_diffusion.log",
@@ -103,7 +103,7 @@ use rule ldm_train_autoencoder as ldm_retrain with:
         LAYOUT.retrained_ldm("{dataset}", "train.json"),
     params:
         source=lambda wildcards: PLAN.pretrained_ldm(),
-        settings=lambda wildcards: json.dumps(job_settings.ldm_train(PLAN, "retrain")),
+        settings=lambda wildcards: as_json(job_settings.ldm_train(PLAN, "retrain")),
         out=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         f"{LOGS}/ldm/retrain_{{dataset}}.log",
@@ -142,7 +142,7 @@ rule ldm_fidelity:
         grid=report(f"{RESULTS}/ldm/fidelity/{{ldm}}.png", caption="../report/ldm_grid.rst", category="LDM"),
     params:
         ldm=lambda wildcards: PLAN.ldm_source(wildcards.ldm, DATASETS[0]),
-        settings=lambda wildcards: json.dumps(job_settings.fidelity(PLAN)),
+        settings=lambda wildcards: as_json(job_settings.fidelity(PLAN)),
     log:
         f"{LOGS}/ldm/fidelity_{{ldm}}.log",
     resources:

@@ -8,7 +8,7 @@ rule rehearsal_pairs:
     output:
         f"{RESULTS}/rehearsal/pairs/{{dataset}}/pairs.json",
     params:
-        settings=lambda wildcards: json.dumps(job_settings.rehearsal_input(PLAN, "pairs", wildcards.dataset)),
+        settings=lambda wildcards: as_json(job_settings.rehearsal_input(PLAN, "pairs", wildcards.dataset)),
         out=lambda wildcards, output: os.path.dirname(output[0]),
         kind="pairs",
     log:
@@ -26,7 +26,7 @@ use rule rehearsal_pairs as rehearsal_benchmark with:
     output:
         f"{RESULTS}/rehearsal/benchmarks/{{benchmark}}/benchmark.json",
     params:
-        settings=lambda wildcards: json.dumps(job_settings.rehearsal_input(PLAN, "benchmark", wildcards.benchmark)),
+        settings=lambda wildcards: as_json(job_settings.rehearsal_input(PLAN, "benchmark", wildcards.benchmark)),
         out=lambda wildcards, output: os.path.dirname(output[0]),
         kind="benchmark",
     log:
@@ -37,7 +37,7 @@ use rule rehearsal_pairs as rehearsal_domainbed with:
     output:
         f"{RESULTS}/rehearsal/domainbed/{{dbset}}/domainbed.json",
     params:
-        settings=lambda wildcards: json.dumps(job_settings.rehearsal_input(PLAN, "domainbed", wildcards.dbset)),
+        settings=lambda wildcards: as_json(job_settings.rehearsal_input(PLAN, "domainbed", wildcards.dbset)),
         out=lambda wildcards, output: os.path.dirname(output[0]),
         kind="domainbed",
     log:

@@ -11,7 +11,7 @@ rule table:
         csv=report(f"{RESULTS}/tables/table{{table}}.csv", caption="../report/table.rst", category="Tables"),
         md=f"{RESULTS}/tables/table{{table}}.md",
     params:
-        mapping=json.dumps(job_settings.report(PLAN)),
+        mapping=as_json(job_settings.report(PLAN)),
     log:
         f"{LOGS}/tables/table{{table}}.log",
     resources:
@@ -49,7 +49,7 @@ rule headline:
         md=f"{RESULTS}/tables/headline.md",
         figure=report(f"{RESULTS}/plots/headline.png", caption="../report/headline.rst", category="Figures"),
     params:
-        settings=json.dumps(job_settings.report(PLAN)),
+        settings=as_json(job_settings.report(PLAN)),
         classnames=f"{PLAN.benchmark_root(config['evaluate']['primary'])}/classnames.txt" if HEADLINE else "",
     log:
         f"{LOGS}/tables/headline.log",

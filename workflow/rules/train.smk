@@ -51,7 +51,7 @@ rule train_clip:
         run_dir=lambda wildcards: run_id(wildcards).train_dir(RESULTS),
         synthetic=lambda wildcards, input: ["--synthetic-manifest", input.synthetic] if input.synthetic else [],
         rewrites=lambda wildcards, input: ["--rewrites-index", input.rewrites] if "rewrites" in input.keys() else [],
-        settings=lambda wildcards: json.dumps(job_settings.train(PLAN, run_id(wildcards))),
+        settings=lambda wildcards: as_json(job_settings.train(PLAN, run_id(wildcards))),
         gpus=config["train"]["gpus"],  # per node
         nodes=config["train"]["nodes"],
         checkpoints=[] if config["train"]["keep_checkpoints"] else ["--drop-checkpoints"],

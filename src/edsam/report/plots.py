@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from edsam.fileio import atomic_path
-from edsam.report.tables import PAPER_DATA, TASK_LABEL
+from edsam.layout import parse_data
+from edsam.report.tables import TASK_LABEL
 
 
 def _pyplot():
@@ -26,8 +27,11 @@ def _knob(data: str | None, knob: str) -> float | None:
         return None
     if data == "real":
         return 0.0 if knob == "m" else None
-    match = PAPER_DATA.fullmatch(data)
-    return float(match[knob]) if match else None
+    try:
+        _, variant = parse_data(data)
+    except ValueError:
+        return None
+    return float(getattr(variant, knob))
 
 
 def plot_versus(table_csv: str | Path, knob: str, out: str | Path) -> None:

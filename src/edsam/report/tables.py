@@ -13,17 +13,15 @@ filled in by hand.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from edsam.layout import RunId, Variant
+from edsam.layout import RunId, Variant, data_name, parse_data
 
 TABLES = tuple(range(1, 9))
 TASK_LABEL = {"zeroshot_classification": "ZS", "linear_probe": "LP", "finetune": "FT"}
-PAPER_DATA = re.compile(r"(?P<ldm>pretrained|retrained)-(?P<transform>edsam|random)-rho(?P<rho>[\d.]+)-m(?P<m>\d+)")
 
 
 @dataclass(frozen=True)
@@ -65,13 +63,13 @@ class ReportMapping:
 
     def data(self, paper_data: str) -> str | None:
         """A paper cell's data (real, or <ldm>-<transform>-rho<rho>-m<M>) in this config's terms."""
-        if paper_data == "real":
+        ldm, paper_variant = parse_data(paper_data)  # the paper's cells use the run layout's spelling
+        if paper_variant is None:
             return "real"
-        match = PAPER_DATA.fullmatch(paper_data)
-        rho, m = self.rho_values.get(float(match["rho"])), self.m_values.get(int(match["m"]))
-        if rho is None or m is None or (m and match["ldm"] not in self.ldms):
+        rho, m = self.rho_values.get(paper_variant.rho), self.m_values.get(paper_variant.m)
+        if rho is None or m is None or (m and ldm not in self.ldms):
             return None
-        return "real" if m == 0 else f"{match['ldm']}-{Variant(match['transform'], rho, m)}"
+        return "real" if m == 0 else data_name(ldm, Variant(paper_variant.transform, rho, m))
 
     def result_paths(self, cell) -> list[str] | None:
         """Where this config writes the results for a paper cell (one per seed of its run), or None if it

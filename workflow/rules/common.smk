@@ -51,11 +51,9 @@ RESULTS = LAYOUT.root
 LOGS = LAYOUT.logs
 DATASETS = PLAN.datasets
 DOMAINBED = PLAN.domainbed
-DG_DATASETS = PLAN.dg_datasets
 PAPER_VALUES = PLAN.paper_values
 # edsam.layout.RunId, as Snakemake wildcards
 TRAIN_RUN = "{dataset}/{model}/{method}-{regulariser}/{data}/seed{seed}"
-EVALUATIONS = targets.evaluations(PLAN)
 EXTRA_ZEROSHOT = targets.extra_zeroshot(PLAN)
 RUN_EVALUATIONS = targets.run_evaluations(PLAN)
 HEADLINE = targets.headline_spec(PLAN)

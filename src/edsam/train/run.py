@@ -86,21 +86,21 @@ class ShardSet:
     samples: int
 
     @classmethod
-    def from_manifest(cls, manifest_path: str | Path, count_key: str = "successes") -> "ShardSet":
-        """Download and augmentation manifests both list ``shards: [{tar, <count_key>}]`` (edsam.manifest)."""
-        from edsam.manifest import ManifestError, ShardManifest
+    def from_manifest(cls, manifest_path: str | Path) -> "ShardSet":
+        """The non-empty shards a download or augmentation manifest lists (edsam.manifest), each checked."""
+        from edsam.manifest import COUNT_KEY, ManifestError, ShardManifest
 
         try:
             manifest = ShardManifest.load(manifest_path)
         except ManifestError as error:
             raise TrainInputError(str(error)) from None
-        shards = [s for s in manifest.shards if s.get(count_key, 0) > 0]
+        shards = manifest.nonempty()
         if not shards:
             raise TrainInputError(f"{manifest_path}: lists no non-empty shard to train on")
         paths = tuple(manifest.tar_path(s) for s in shards)
         for path, shard in zip(paths, shards):
-            check_shard(path, shard[count_key])
-        return cls(paths, sum(s[count_key] for s in shards))
+            check_shard(path, shard[COUNT_KEY])
+        return cls(paths, sum(s[COUNT_KEY] for s in shards))
 
 
 def check_shard(path: str, expected: int) -> None:

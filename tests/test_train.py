@@ -482,6 +482,95 @@ def test_every_batch_holds_real_and_synthetic_samples_at_the_ratio_and_the_same_
     assert with_workers == _batches(real, synthetic, workers=2)[0] and with_workers != epochs[0]
 
 
+@pytest.mark.parametrize("synthetic", [True, False], ids=["mixed", "real-only"])
+def test_the_shard_cache_gives_the_same_batches_and_reads_each_shard_once(tmp_path, monkeypatch, synthetic):
+    """train.shard_cache_mb: later epochs replay cached shards (open_clip_train's own pipeline for real-only
+    runs, edsam.train.mixing's for mixed ones); every batch is the same as without the cache."""
+    import open_clip_train.data as data
+
+    monkeypatch.setattr(data, "_SAMPLE_SHUFFLE_SIZE", 20)
+    monkeypatch.setattr(data, "_SAMPLE_SHUFFLE_INITIAL", 10)
+    real = _flagged_shards(tmp_path, "real", 3, 40, 0)
+    mixed_in = _flagged_shards(tmp_path, "synthetic", 3, 40, 255) if synthetic else None
+    reads = []
+    original = data.tarfile_to_samples_nothrow
+
+    def counted(src, handler=data.log_and_continue):
+        for shard in src:
+            reads.append(shard["url"])
+            yield from original(iter([shard]), handler=handler)
+
+    monkeypatch.setattr(data, "tarfile_to_samples_nothrow", counted)
+    uncached = _batches(real, mixed_in, workers=0, epochs=4)
+    reads_uncached, reads[:] = len(reads), []
+    assert _batches(real, mixed_in, workers=0, epochs=4, shard_cache_mb=1) == uncached
+    assert len(set(reads)) == len(reads) < reads_uncached  # a shard is parsed until it is read to its end once
+    assert data.tarfile_to_samples_nothrow is counted  # unpatched after the run
+
+
+def _fake_reader(shards):
+    """A stand-in for open_clip_train's reading stage: shards = {url: [sample, ...]} ("bad": handler called)."""
+    calls = []
+
+    def read(src, handler):
+        for shard in src:
+            calls.append(shard["url"])
+            for sample in shards[shard["url"]]:
+                if sample == "bad":
+                    handler(ValueError(f"{shard['url']}: truncated member"))
+                    continue
+                yield {"__url__": shard["url"], **sample}
+
+    return read, calls
+
+
+def test_the_shard_cache_keeps_only_complete_error_free_shards_within_its_limit():
+    from edsam.train.shard_cache import ShardSampleCache
+
+    shards = {"a": [{"jpg": b"x" * 10}] * 3, "b": [{"jpg": b"y" * 10}, "bad"], "c": [{"jpg": b"z" * 25}]}
+    original, calls = _fake_reader(shards)
+    handled = []
+    cache = ShardSampleCache(max_bytes=40)
+    stage = cache.reading_stage(original, default_handler=handled.append)
+
+    def read(*urls, take=None):
+        samples = stage(iter({"url": url} for url in urls))
+        return [sample for _, sample in zip(range(take or 10**6), samples)]
+
+    assert len(read("a", take=2)) == 2 and "a" not in cache.samples  # an epoch that stopped inside the shard
+    first = read("a", "b", "c", "a", "b")
+    assert calls == ["a", "a", "b", "c", "b"]  # a cached after its full read; b (an error) and c (limit) are not
+    assert len(first) == 9 and first[5:8] == first[:3] and first[3] == first[8]
+    assert len(handled) == 2 and "b: truncated member" in str(handled[1])  # the error is reported on every read
+    assert (cache.used, sorted(cache.samples), cache.hits) == (30, ["a"], 1)
+    replayed = read("a")
+    replayed[0]["jpg"] = b"changed"  # a consumer's change to its copy does not reach the cache
+    assert read("a")[0]["jpg"] == b"x" * 10
+    with pytest.raises(ValueError, match="non-negative"):
+        ShardSampleCache(-1)
+
+
+def test_the_shard_cache_is_off_at_zero_and_out_of_the_run_hash():
+    import dataclasses
+    import hashlib
+
+    import open_clip_train.data as data
+
+    from edsam.train import shard_cache
+
+    before = data.tarfile_to_samples_nothrow
+    with shard_cache.installed(0) as cache:
+        assert cache is None and data.tarfile_to_samples_nothrow is before
+    with shard_cache.installed(8) as cache:
+        assert cache.max_bytes == 8 * 2**20 and data.tarfile_to_samples_nothrow is not before
+    assert data.tarfile_to_samples_nothrow is before
+    off, on = settings(), settings(shard_cache_mb=64)
+    assert off.digest(resumable=True) == on.digest(resumable=True)  # a resumed run may switch it
+    legacy = {k: v for k, v in dataclasses.asdict(off).items() if k != "shard_cache_mb"}
+    assert off.digest() != on.digest() and off.digest() == hashlib.sha256(
+        json.dumps(legacy, sort_keys=True, default=list).encode()).hexdigest()[:16]  # hashes from before the knob
+
+
 def test_the_mix_rebinds_what_the_pinned_open_clip_train_defines():
     """edsam.train.mixing builds get_wds_dataset's training branch from open_clip_train's own stages: the
     signatures it relies on are the pinned version's."""

@@ -74,6 +74,8 @@ def train(plan: Plan, run: RunId) -> dict:
     train = plan.config["train"]
     settings = {k: train[k] for k in TRAIN_KEYS}
     settings["laclip"] = {"min_hit_rate": train["laclip"]["min_hit_rate"]}
+    if train["shard_cache_mb"]:  # speed only: off, it stays out of the params, so results built before it keep
+        settings["shard_cache_mb"] = train["shard_cache_mb"]
     settings.update(model=plan.open_clip_model(run.model), method=run.method, regulariser=run.regulariser,
                     seed=run.seed)
     provenance = {"dataset": run.dataset, "model_key": run.model, "data": run.data, "run": str(run)}

@@ -21,7 +21,8 @@ installed version, if an upgrade renames one, and restores them afterwards;
 
 and, through :mod:`edsam.train.seeding`, seeds the webdataset sample shuffle
 that open_clip_train leaves seeded by the clock; through
-:mod:`edsam.train.mixing`, mixes real and synthetic shards per sample.
+:mod:`edsam.train.mixing`, mixes real and synthetic shards per sample; through
+:mod:`edsam.train.shard_cache`, optionally keeps small shards in memory.
 
 Everything else (data pipeline stages, optimiser, schedule, AMP, DDP, checkpoints,
 ``--resume latest``) is open_clip_train's, unchanged.
@@ -37,7 +38,7 @@ import time
 from contextlib import contextmanager
 
 from edsam.compat import rebound
-from edsam.train import mixing, seeding
+from edsam.train import mixing, seeding, shard_cache
 from edsam.train.objectives import AdaSettings, AdvStyleSettings, SlipSettings, VariantCLIP, VariantLoss
 
 PATCHED = ("create_model_and_transforms", "get_tokenizer", "create_loss", "train_one_epoch")
@@ -161,6 +162,7 @@ def installed(objective: dict):
     handlers = list(logging.root.handlers)
     try:
         with seeding.installed(), mixing.installed(objective.get("mix")), \
+                shard_cache.installed(objective.get("shard_cache_mb")), \
                 rebound(trainer, **_replacements(objective)) as patched:
             yield patched
     finally:

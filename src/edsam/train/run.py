@@ -61,6 +61,7 @@ class TrainSettings:
     slip: dict = field(default_factory=dict)
     laclip: dict = field(default_factory=dict)  # min_hit_rate
     extra_args: tuple = ()
+    shard_cache_mb: int = 0  # edsam.train.shard_cache: speed only, the same batches
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -71,10 +72,13 @@ class TrainSettings:
             raise ValueError(f"train budget {self.budget!r} is not one of {BUDGETS}")
 
     def digest(self, *, resumable: bool = False) -> str:
-        """Hash of the settings; ``resumable=True`` leaves out what a resumed run may change (epochs, logging)."""
+        """Hash of the settings; ``resumable=True`` leaves out what a resumed run may change (epochs, logging,
+        the shard cache)."""
         values = asdict(self)
+        if not values["shard_cache_mb"]:  # off: the hash of every run from before the knob existed
+            values.pop("shard_cache_mb")
         if resumable:
-            values.pop("epochs"), values.pop("log_every_n_steps")
+            values.pop("epochs"), values.pop("log_every_n_steps"), values.pop("shard_cache_mb", None)
         return hashlib.sha256(json.dumps(values, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
@@ -234,7 +238,7 @@ def objective(settings: TrainSettings, rewrites_index: str | None, mix: dict | N
         "slip": settings.slip if settings.method == "slip" else None,
         "rewrites_index": rewrites_index if settings.method == "laclip" else None,
         "laclip_min_hit_rate": settings.laclip.get("min_hit_rate", 0.0) if settings.method == "laclip" else None,
-        "seed": settings.seed, "mix": mix,
+        "seed": settings.seed, "mix": mix, "shard_cache_mb": settings.shard_cache_mb,
     }
 
 

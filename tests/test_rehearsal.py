@@ -34,9 +34,10 @@ def test_rehearsal_config_is_the_paper_config_plus_overrides():
 
 
 def test_rehearsal_documented_memory_cap_admits_its_largest_job():
-    """The command in the overlay's header and in docs/paper-scale.md caps `--resources mem_mb`; a cap below a
-    stage's declared `mem_mb` means that stage's job is never scheduled (the LDM's 11,000 MB under a 12,000 MB
-    cap hid a 12.9 GB measured peak until the jobs were measured alone)."""
+    """The command in the overlay's header and in docs/paper-scale.md caps `--resources mem_mb`: the memory the
+    rehearsal is documented to need. Snakemake silently lowers a job's request above the cap to the cap, so a
+    cap below a declared `mem_mb` (or a declared value below a measured peak: the LDM's 11,000 MB against 12.9
+    GB measured alone) documents a machine the rehearsal does not fit."""
     docs = (REPO / "docs" / "paper-scale.md").read_text()
     caps = {int(cap) for text in (OVERLAY.read_text(), docs)
             for cap in re.findall(r"snakemake rehearsal .*--resources mem_mb=(\d+)", text)}

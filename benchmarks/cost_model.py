@@ -77,8 +77,12 @@ def variant(model, method: str, regulariser: str, train: dict):
 
     perturbation = regulariser if regulariser in ("ada", "advstyle") else None
     slip = SlipSettings(**{k: v for k, v in train["slip"].items()}) if method == "slip" else None
-    return VariantCLIP(model, perturbation, AdaSettings(**train["ada"]), AdvStyleSettings(**train["advstyle"]),
-                       slip, embed_dim=model.visual.output_dim)
+    wrapped = VariantCLIP(model, perturbation, AdaSettings(**train["ada"]), AdvStyleSettings(**train["advstyle"]),
+                          slip)
+    # the per-epoch perturbation-norm bookkeeping reads a value (.item()), which meta tensors cannot give;
+    # it is logging, not compute
+    wrapped._record_perturbation = lambda delta: None
+    return wrapped
 
 
 def image_size(model) -> int:
@@ -318,7 +322,8 @@ def load(path: str) -> dict:
 
 
 def table_runs(config: dict) -> tuple[set, set]:
-    """(train runs, extra zero-shot (run, benchmark) pairs) the eight tables and `all` ask for."""
+    """(train runs, extra zero-shot (run, benchmark) pairs) the eight tables and `all` ask for; a run is
+    (dataset, model, method-regulariser, data, seed): each seed is a training of its own."""
     from edsam.report.tables import ReportMapping, load_paper_values, required_results
 
     paper = load_paper_values(REPO / "data" / "paper_values.csv")
@@ -327,18 +332,19 @@ def table_runs(config: dict) -> tuple[set, set]:
     primary = config["evaluate"]["primary"]
     for table in range(1, 9):
         for path in required_results(paper, table, mapping):
-            parts = Path(path).parts  # results/eval/<dataset>/<model>/<method-reg>/<data>/<benchmark>/<task>.json
-            run = parts[2:6]
+            # <results>/eval/<dataset>/<model>/<method-reg>/<data>/seed<N>/<benchmark>/<task>.json
+            parts = Path(path).parts[-8:]
+            run, benchmark = parts[1:6], parts[6]
             runs.add(run)
-            if parts[6] != primary:
-                extra.add((run, parts[6]))
+            if benchmark != primary:
+                extra.add((run, benchmark))
     for dataset in config["datasets"]:  # all_targets: CLIP and ED-SAM per dataset, default model
         variant_name = f"{config['augment']['transform']}-rho{config['augment']['rho']}-m{config['augment']['m']}"
         for data in ("real", f"pretrained-{variant_name}"):
-            runs.add((dataset, config["train"]["default_model"], "clip-none", data))
+            runs.add((dataset, config["train"]["default_model"], "clip-none", data, f"seed{config['seed']}"))
     for teacher in config["domainbed"]["teachers"].values():
         if "run" in teacher:
-            runs.add(tuple(teacher["run"].split("/")))
+            runs.add((*teacher["run"].split("/"), f"seed{teacher.get('seed', config['seed'])}"))
     return runs, extra
 
 
@@ -350,7 +356,7 @@ def synthetic_sets(config: dict, runs: set) -> set:
     paper = load_paper_values(REPO / "data" / "paper_values.csv")
     sweep = {config["report"]["datasets"].get(d) for d in paper.query("table == 2").dataset.unique()}
     sets = set()
-    for dataset, _, _, data in runs:
+    for dataset, _, _, data, _ in runs:
         match = re.fullmatch(r"(pretrained|retrained)-(edsam|random)-rho([\d.]+)-m(\d+)", data)
         if not match:
             continue
@@ -389,12 +395,12 @@ def work(config: dict, flops: dict) -> dict:
         samples = retrain["steps"] * retrain["batch_size"]
         stages["ldm"].append({"what": f"Retrained-LDM {dataset}", "units": samples, "flops": samples * per_step_sample})
     budget_samples = train.get("budget", "epochs") == "samples"
-    for dataset, model, method_reg, data in sorted(runs):
+    for dataset, model, method_reg, data, seed in sorted(runs):
         method, regulariser = method_reg.split("-")
         key = f"train.{model}.{'slip' if method == 'slip' else 'clip'}-{regulariser}"
         ratio = 0 if data == "real" or budget_samples else train["synthetic_ratio"]
         samples = train["epochs"] * real_images(config, dataset) * (1 + ratio)
-        stages["train"].append({"what": f"{dataset}/{model}/{method_reg}/{data}", "units": samples,
+        stages["train"].append({"what": f"{dataset}/{model}/{method_reg}/{data}/{seed}", "units": samples,
                                 "flops": samples * flops[key]})
         image, text = flops[f"eval.{model}.image"], flops[f"eval.{model}.text"]
         prompts = CLASSES["imagenet1k"] * TEMPLATES["imagenet1k"]
@@ -402,11 +408,12 @@ def work(config: dict, flops: dict) -> dict:
         eval_flops = (IMAGENET_VAL * image + prompts * text  # zero-shot
                       + (IMAGENET_TRAIN + IMAGENET_VAL) * image  # linear probe features
                       + finetune + IMAGENET_VAL * image + prompts * text)  # fine-tuning (head from zero-shot)
-        stages["evaluate"].append({"what": f"{dataset}/{model}/{method_reg}/{data}", "units": 1, "flops": eval_flops})
-    for (dataset, model, method_reg, data), benchmark in sorted(extra):
+        stages["evaluate"].append({"what": f"{dataset}/{model}/{method_reg}/{data}/{seed}", "units": 1,
+                                   "flops": eval_flops})
+    for (dataset, model, method_reg, data, seed), benchmark in sorted(extra):
         flops_extra = (TEST_IMAGES[benchmark] * flops[f"eval.{model}.image"]
                        + CLASSES[benchmark] * TEMPLATES[benchmark] * flops[f"eval.{model}.text"])
-        stages["evaluate"].append({"what": f"{dataset}/{model}/{method_reg}/{data} {benchmark}", "units": 1,
+        stages["evaluate"].append({"what": f"{dataset}/{model}/{method_reg}/{data}/{seed} {benchmark}", "units": 1,
                                    "flops": flops_extra})
     domainbed = config["domainbed"]
     teacher_model = config["train"]["default_model"]

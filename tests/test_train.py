@@ -272,6 +272,18 @@ def test_slip_head_reads_the_tower_before_clips_projection(model):
     assert wrapped.ssl_head[0].in_features == pre_projection_dim(visual)
 
 
+@pytest.mark.parametrize("method, expected", [("slip", SlipSettings()), ("clip", None), ("laclip", None)])
+def test_slip_without_settings_trains_slip_with_its_defaults(method, expected):
+    """train.slip left empty must still train SLIP (its defaults), not plain CLIP: an empty dict once read as
+    "no SLIP" in the entry point, and benchmarks/train_throughput.py's SLIP row timed plain CLIP."""
+    from edsam.train.entry import _wrap_loss_factory, slip_settings
+    from edsam.train.run import objective
+
+    wanted = objective(TrainSettings(model=TINY_RN, method=method), "index.sqlite" if method == "laclip" else None)
+    assert slip_settings(wanted) == expected
+    assert _wrap_loss_factory(lambda args: torch.nn.Identity(), wanted)(None).slip == expected
+
+
 def test_slip_clip_view_uses_slips_crop():
     from torchvision import transforms
 

@@ -57,13 +57,19 @@ def split_argv(argv: list[str]) -> tuple[dict, list[str]]:
     return objective, argv[:at] + argv[at + 2 :]
 
 
+def slip_settings(objective: dict) -> SlipSettings | None:
+    """SLIP's settings when the run is SLIP. ``None`` means not SLIP; an empty dict is SLIP with its defaults
+    (a truth test here once turned ``method: slip`` without settings into plain CLIP, silently)."""
+    return None if objective.get("slip") is None else SlipSettings(**objective["slip"])
+
+
 def _wrap_model_factory(original, objective: dict):
     import torch
     from open_clip import get_model_preprocess_cfg
 
     from edsam.train.views import MultiView
 
-    slip = SlipSettings(**objective["slip"]) if objective.get("slip") else None
+    slip = slip_settings(objective)
     perturbation = objective.get("perturbation")
 
     def create_model_and_transforms(*args, **kwargs):
@@ -112,7 +118,7 @@ def check_hit_rate(counts: dict | None, objective: dict, epoch: int) -> None:
 
 
 def _wrap_loss_factory(original, objective: dict):
-    slip = SlipSettings(**objective["slip"]) if objective.get("slip") else None
+    slip = slip_settings(objective)
 
     def create_loss(args):
         return VariantLoss(original(args), slip)

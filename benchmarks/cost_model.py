@@ -77,12 +77,7 @@ def variant(model, method: str, regulariser: str, train: dict):
 
     perturbation = regulariser if regulariser in ("ada", "advstyle") else None
     slip = SlipSettings(**{k: v for k, v in train["slip"].items()}) if method == "slip" else None
-    wrapped = VariantCLIP(model, perturbation, AdaSettings(**train["ada"]), AdvStyleSettings(**train["advstyle"]),
-                          slip)
-    # the per-epoch perturbation-norm bookkeeping reads a value (.item()), which meta tensors cannot give;
-    # it is logging, not compute
-    wrapped._record_perturbation = lambda delta: None
-    return wrapped
+    return VariantCLIP(model, perturbation, AdaSettings(**train["ada"]), AdvStyleSettings(**train["advstyle"]), slip)
 
 
 def image_size(model) -> int:
@@ -324,6 +319,7 @@ def load(path: str) -> dict:
 def table_runs(config: dict) -> tuple[set, set]:
     """(train runs, extra zero-shot (run, benchmark) pairs) the eight tables and `all` ask for; a run is
     (dataset, model, method-regulariser, data, seed): each seed is a training of its own."""
+    from edsam.layout import RunId
     from edsam.report.tables import ReportMapping, load_paper_values, required_results
 
     paper = load_paper_values(REPO / "data" / "paper_values.csv")
@@ -343,8 +339,8 @@ def table_runs(config: dict) -> tuple[set, set]:
         for data in ("real", f"pretrained-{variant_name}"):
             runs.add((dataset, config["train"]["default_model"], "clip-none", data, f"seed{config['seed']}"))
     for teacher in config["domainbed"]["teachers"].values():
-        if "run" in teacher:
-            runs.add((*teacher["run"].split("/"), f"seed{teacher.get('seed', config['seed'])}"))
+        if "run" in teacher:  # with or without /seed<N>, as the workflow reads it
+            runs.add(tuple(str(RunId.parse(teacher["run"], config["seed"])).split("/")))
     return runs, extra
 
 

@@ -29,6 +29,9 @@ def test_cost_model_counts_every_seed_of_the_paper_config_as_a_training():
     assert {benchmark for _, benchmark in extra} <= set(config["evaluate"]["benchmarks"]) - {"imagenet1k"}
     headline = [r for r in runs if r[:4] == ("cc3m", "vit-b-16", "clip-none", "real")]
     assert len(headline) == 3  # report.headline's three seeds, three trainings
+    teacher = {"run": "cc3m/vit-b-16/clip-ada/real/seed7"}  # a teacher may name its seed
+    config["domainbed"]["teachers"] = {"clip": teacher}
+    assert ("cc3m", "vit-b-16", "clip-ada", "real", "seed7") in cost.table_runs(config)[0]
 
 
 def test_cost_model_counts_a_slip_ada_step_on_the_meta_device():

@@ -245,6 +245,8 @@ class VariantCLIP(nn.Module):
         self._perturbation = {"l2_sum": 0.0, "rms_sum": 0.0, "samples": 0}
 
     def _record_perturbation(self, delta: torch.Tensor):
+        if delta.is_meta:  # shapes only (benchmarks/cost_model.py counts FLOPs so): no values to record
+            return
         flat = delta.detach().float().flatten(1)
         self._perturbation["l2_sum"] += float(flat.norm(dim=1).sum())
         self._perturbation["rms_sum"] += float(flat.pow(2).mean(dim=1).sqrt().sum())
